@@ -1,0 +1,160 @@
+import dataclasses
+import functools
+import gzip
+import hashlib
+import http.server
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+from vaelib import data
+
+SHARED_RAW = data.raw_folder("mnist")
+LABELS = "t10k-labels-idx1-ubyte"
+
+
+def test_mnist_shapes_dtypes_and_scaling(mnist_test, mnist_train):
+    x, y = mnist_test
+    assert x.shape == (10_000, 784) and x.dtype == torch.float32
+    assert y.shape == (10_000,) and y.dtype == torch.int64
+    assert x.min() == 0.0 and x.max() == 1.0  # divided by 255, not raw bytes
+    assert sorted(y.unique().tolist()) == list(range(10))
+    train_x, train_y = mnist_train
+    assert train_x.shape == (60_000, 784) and train_y[:5].tolist() == [5, 0, 4, 1, 9]  # the well-known first labels
+
+
+def test_pixels_match_the_raw_bytes(mnist_test):
+    raw = gzip.decompress((SHARED_RAW / "t10k-images-idx3-ubyte.gz").read_bytes())
+    first_image = torch.tensor(list(raw[16 : 16 + 784]), dtype=torch.float32) / 255  # header: 16 bytes
+    assert torch.equal(mnist_test[0][0], first_image)
+
+
+def copy_dataset(target_root: Path, compress=True) -> Path:
+    folder = target_root / "MNIST" / "raw"
+    folder.mkdir(parents=True)
+    for name in data.DATASETS["mnist"].sha256:
+        source = SHARED_RAW / f"{name}.gz"
+        if compress:
+            shutil.copy(source, folder / source.name)
+        else:
+            (folder / name).write_bytes(gzip.decompress(source.read_bytes()))
+    return folder
+
+
+def test_plain_idx_files_and_env_var(tmp_path, monkeypatch):
+    copy_dataset(tmp_path, compress=False)
+    monkeypatch.setenv("VAELIB_DATA", str(tmp_path))
+    x, y = data.load_mnist("test")
+    assert x.shape == (10_000, 784) and len(y) == 10_000
+
+
+def test_missing_file_names_file_folder_and_fix(tmp_path):
+    with pytest.raises(data.DataError) as error:
+        data.load_mnist("test", root=tmp_path)
+    message = str(error.value)
+    assert "t10k-images-idx3-ubyte" in message and str(tmp_path / "MNIST" / "raw") in message
+    assert "VAELIB_DATA" in message and "download=True" in message
+
+
+def test_corrupt_file_is_refused_and_kept(tmp_path):
+    folder = copy_dataset(tmp_path, compress=False)
+    damaged = bytearray((folder / LABELS).read_bytes())
+    damaged[100] ^= 0xFF
+    (folder / LABELS).write_bytes(bytes(damaged))
+    with pytest.raises(data.DataError, match=r"t10k-labels-idx1-ubyte.*corrupt.*expected ff7bcfd4"):
+        data.load_mnist("test", root=tmp_path)
+    assert (folder / LABELS).read_bytes() == bytes(damaged)  # never overwritten
+
+
+def test_truncated_gzip_is_refused(tmp_path):
+    folder = copy_dataset(tmp_path)
+    path = folder / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(data.DataError, match=r"t10k-images-idx3-ubyte.gz.*truncated"):
+        data.load_mnist("test", root=tmp_path)
+
+
+def test_corrupt_file_is_not_replaced_by_download(tmp_path):
+    folder = copy_dataset(tmp_path, compress=False)
+    (folder / LABELS).write_bytes(b"garbage")
+    data.download("mnist", root=tmp_path, mirrors=("http://127.0.0.1:9/",))  # nothing missing: no request
+    assert (folder / LABELS).read_bytes() == b"garbage"
+
+
+@pytest.fixture
+def local_mirror():
+    """An http.server on 127.0.0.1 that serves the shared MNIST files, as the canonical mirrors would."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SHARED_RAW))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def test_download_from_a_local_mirror(tmp_path, local_mirror, monkeypatch):
+    mirrors = ("http://127.0.0.1:9/nothing-here/", local_mirror)  # the first one fails: falls back
+    monkeypatch.setitem(data.DATASETS, "mnist", dataclasses.replace(data.DATASETS["mnist"], mirrors=mirrors))
+    x, y = data.load_mnist("test", root=tmp_path, download_missing=True)
+    assert x.shape == (10_000, 784)
+    files = sorted(p.name for p in (tmp_path / "MNIST" / "raw").iterdir())
+    assert files == sorted(f"{name}.gz" for name in data.DATASETS["mnist"].sha256)  # no .part left behind
+
+
+def test_download_rejects_a_bad_mirror(tmp_path):
+    bad = tmp_path / "mirror"
+    bad.mkdir()
+    for name in data.DATASETS["mnist"].sha256:
+        (bad / f"{name}.gz").write_bytes(gzip.compress(b"not mnist"))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(bad))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(data.DataError, match="SHA-256 mismatch"):
+            data.download("mnist", root=tmp_path / "root", mirrors=(f"http://127.0.0.1:{server.server_address[1]}/",))
+    finally:
+        server.shutdown()
+    assert list((tmp_path / "root" / "MNIST" / "raw").iterdir()) == []
+
+
+def test_fashion_mnist_from_debian_or_root():
+    try:
+        x, y = data.load_mnist("test", dataset="fashion-mnist")
+    except data.DataError as error:
+        pytest.skip(f"Fashion-MNIST is not installed: {error}")
+    assert x.shape == (10_000, 784) and y.max() == 9
+
+
+def test_batches_reshuffle_keep_partial_batch_and_are_seeded():
+    x = torch.arange(10).float().unsqueeze(1)
+    y = torch.arange(10)
+    batches = data.Batches(x, y, batch_size=4, seed=3)
+    assert len(batches) == 3
+    first = [b[1].tolist() for b in batches]
+    second = [b[1].tolist() for b in batches]
+    assert [len(b) for b in first] == [4, 4, 2]  # last partial batch kept
+    assert sorted(sum(first, [])) == list(range(10))  # a permutation
+    assert first != second  # a fresh order each epoch
+    again = data.Batches(x, y, batch_size=4, seed=3)
+    assert [b[1].tolist() for b in again] == first  # the seed fixes the order
+    for xb, yb in data.Batches(x, y, batch_size=4, seed=0):
+        assert torch.equal(xb.squeeze(1).long(), yb)  # images and labels stay paired
+
+
+def test_batches_reject_bad_input():
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        data.Batches(torch.zeros(3), batch_size=0)
+    with pytest.raises(ValueError, match="same length"):
+        data.Batches(torch.zeros(3), torch.zeros(4))
+
+
+def test_checksums_are_the_published_ones():
+    readme = (SHARED_RAW.parent.parent / "README.md").read_text()
+    for name, digest in data.DATASETS["mnist"].sha256.items():
+        assert digest in readme
+        assert hashlib.sha256(gzip.decompress((SHARED_RAW / f"{name}.gz").read_bytes())).hexdigest() == digest

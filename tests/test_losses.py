@@ -1,0 +1,57 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import distributions as D
+
+from vaelib import losses
+
+
+def test_kl_matches_torch_distributions():
+    torch.manual_seed(0)
+    mu, logvar = torch.randn(6, 4), torch.randn(6, 4)
+    q = D.Normal(mu, (0.5 * logvar).exp())
+    p = D.Normal(torch.zeros_like(mu), torch.ones_like(mu))
+    expected = D.kl_divergence(q, p).sum()
+    assert torch.allclose(losses.kl_to_standard_normal(mu, logvar), expected, rtol=1e-5)
+
+
+def test_kl_is_zero_at_the_prior_and_positive_elsewhere():
+    zeros = torch.zeros(3, 2)
+    assert losses.kl_to_standard_normal(zeros, zeros).item() == 0.0
+    assert losses.kl_to_standard_normal(zeros + 0.1, zeros).item() > 0
+
+
+def test_bce_matches_torch_and_the_logits_version():
+    torch.manual_seed(0)
+    x = torch.rand(4, 784)
+    logits = torch.randn(4, 784) * 3
+    x_hat = torch.sigmoid(logits)
+    expected = F.binary_cross_entropy(x_hat, x, reduction="sum")
+    assert torch.allclose(losses.bce(x_hat, x), expected, rtol=1e-5)
+    assert torch.allclose(losses.bce_with_logits(logits, x), expected, rtol=1e-5)
+
+
+def test_bce_eps_guards_log_zero_like_the_original():
+    x = torch.tensor([[1.0, 0.0]])
+    x_hat = torch.tensor([[0.0, 1.0]])  # confidently wrong: log(0) without eps
+    assert math.isclose(losses.bce(x_hat, x).item(), -2 * math.log(1e-10), rel_tol=1e-5)
+
+
+def test_vae_loss_total_is_reconstruction_plus_beta_kl():
+    torch.manual_seed(0)
+    x, logits = torch.rand(8, 784), torch.randn(8, 784)
+    mu, logvar = torch.randn(8, 2), torch.randn(8, 2)
+    for beta in (0.0, 1.0, 4.0):
+        parts = losses.vae_loss(logits, x, mu, logvar, beta)
+        assert torch.allclose(parts.total, parts.reconstruction + beta * parts.kl)
+    assert torch.equal(losses.vae_loss(logits, x, mu, logvar, 0.0).total, losses.bce_with_logits(logits, x))
+    no_kl = losses.vae_loss(logits, x, mu, None, 1.0)  # the autoencoder
+    assert no_kl.kl.item() == 0 and torch.equal(no_kl.total, no_kl.reconstruction)
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf"), "1", None])
+def test_bad_beta_is_refused(bad):
+    with pytest.raises(ValueError, match="beta must be a finite number >= 0"):
+        losses.check_beta(bad)

@@ -1,0 +1,129 @@
+import pytest
+import torch
+from torch import nn
+
+from vaelib import models
+
+
+@pytest.mark.parametrize("latent_dim", [1, 2, 10, 20])
+@pytest.mark.parametrize("kind", ["autoencoder", "vae", "conv_vae"])
+def test_shapes_and_ranges(kind, latent_dim):
+    torch.manual_seed(0)
+    model = models.build(kind, latent_dim)
+    x = torch.rand(5, 784)
+    logits, mu, logvar = model(x)
+    assert logits.shape == (5, 784)
+    assert mu.shape == (5, latent_dim)
+    assert (logvar is None) == (kind == "autoencoder")
+    if logvar is not None:
+        assert logvar.shape == (5, latent_dim)
+    x_hat = model.decode(torch.randn(7, latent_dim))
+    assert x_hat.shape == (7, 784) and x_hat.min() >= 0 and x_hat.max() <= 1
+    assert torch.allclose(model.decode(mu), torch.sigmoid(model.decode_logits(mu)))
+
+
+def test_mlp_layer_sizes_match_the_original():
+    vae = models.VAE(latent_dim=2)
+    sizes = [(m.in_features, m.out_features) for m in vae.modules() if isinstance(m, nn.Linear)]
+    assert sizes == [(784, 400), (400, 2), (400, 2), (2, 400), (400, 784)]
+    ae = models.Autoencoder(latent_dim=3)
+    sizes = [(m.in_features, m.out_features) for m in ae.modules() if isinstance(m, nn.Linear)]
+    assert sizes == [(784, 400), (400, 3), (3, 400), (400, 784)]
+    assert models.count_parameters(vae) == 784 * 400 + 400 + 2 * (400 * 2 + 2) + 2 * 400 + 400 + 400 * 784 + 784
+
+
+def test_conv_vae_intermediate_shapes_are_the_chapters():
+    model = models.ConvVAE(latent_dim=2)
+    shapes = []
+    h = torch.rand(3, 1, 28, 28)
+    for layer in model.encoder:
+        h = layer(h)
+        if isinstance(layer, nn.Conv2d):
+            shapes.append(tuple(h.shape[1:]))
+    assert shapes == [(32, 13, 13), (64, 5, 5), (128, 2, 2)]
+    assert h.shape == (3, 512)
+    h = model.decoder_input(torch.randn(3, 2)).view(-1, 1024, 1, 1)
+    shapes = []
+    for layer in model.decoder:
+        h = layer(h)
+        if isinstance(layer, nn.ConvTranspose2d):
+            shapes.append(tuple(h.shape[1:]))
+    assert shapes == [(256, 4, 4), (128, 12, 12), (1, 28, 28)]
+
+
+def test_autoencoder_bottleneck_relu_is_faithful_and_optional():
+    torch.manual_seed(0)
+    x = torch.rand(64, 784)
+    faithful = models.Autoencoder(latent_dim=2)
+    code, logvar = faithful.encode(x)
+    assert logvar is None and (code >= 0).all() and (code == 0).any()  # folded onto the positive quadrant
+    free = models.Autoencoder(latent_dim=2, bottleneck_relu=False)
+    free.load_state_dict(faithful.state_dict())
+    raw, _ = free.encode(x)
+    assert (raw < 0).any() and torch.equal(torch.relu(raw), code)
+
+
+def test_tanh_encoder_is_bounded():
+    torch.manual_seed(0)
+    model = models.VAE(latent_dim=2, activation="tanh")
+    h = model.encoder(torch.rand(8, 784) * 100)
+    assert isinstance(model.encoder[1], nn.Tanh) and h.abs().max() <= 1
+    assert isinstance(models.ConvVAE(2, activation="tanh").encoder[1], nn.Tanh)
+
+
+def test_reparameterize_has_the_right_moments_and_gradients():
+    torch.manual_seed(0)
+    mu = torch.full((200_000, 1), 1.5, requires_grad=True)
+    logvar = torch.full((200_000, 1), 2 * torch.log(torch.tensor(0.5)).item(), requires_grad=True)
+    z = models.reparameterize(mu, logvar)
+    assert abs(z.mean().item() - 1.5) < 0.01 and abs(z.std().item() - 0.5) < 0.01
+    z.sum().backward()
+    assert torch.allclose(mu.grad, torch.ones_like(mu))  # dz/dmu = 1
+    assert logvar.grad.abs().sum() > 0
+
+
+def test_fast_transposed_conv_agrees_with_the_plain_layer():
+    torch.manual_seed(0)
+    plain = models.ConvVAE(latent_dim=2, fast=False)
+    fast = models.ConvVAE(latent_dim=2, fast=True)
+    fast.load_state_dict(plain.state_dict())  # same keys, same parameters
+    z = torch.randn(16, 2)
+    out_plain, out_fast = plain.decode_logits(z), fast.decode_logits(z)
+    assert torch.allclose(out_plain, out_fast, atol=1e-4, rtol=1e-4)
+    target = torch.rand(16, 784)
+    for model, out in ((plain, out_plain), (fast, out_fast)):
+        nn.functional.binary_cross_entropy_with_logits(out, target).backward()
+    for (name, p), q in zip(plain.named_parameters(), fast.parameters()):
+        if p.grad is not None:
+            assert torch.allclose(p.grad, q.grad, atol=1e-5, rtol=1e-3), name
+
+
+def test_bfloat16_autocast_keeps_the_function():
+    torch.manual_seed(0)
+    model = models.ConvVAE(latent_dim=2)
+    z = torch.randn(32, 2)
+    exact = model.decode(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = model.decode(z).float()
+    assert (exact - mixed).abs().max() < 0.02  # bfloat16 keeps about 3 significant digits
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, "2", True])
+def test_bad_latent_dim_is_refused(bad):
+    with pytest.raises(ValueError, match="latent_dim must be an integer >= 1"):
+        models.VAE(latent_dim=bad)
+
+
+def test_unknown_kind_and_activation_are_refused():
+    with pytest.raises(ValueError, match="choose one of.*conv_vae"):
+        models.build("gan")
+    with pytest.raises(ValueError, match="unknown activation 'sigmoid'"):
+        models.VAE(activation="sigmoid")
+
+
+def test_latent_grid_is_the_originals():
+    grid = models.latent_grid()
+    assert grid.shape == (441, 2)
+    assert torch.allclose(grid[0], torch.tensor([-3.0, -3.0])) and torch.allclose(grid[-1], torch.tensor([3.0, 3.0]))
+    assert torch.allclose(grid[1], torch.tensor([-3.0, -2.7]))  # columns walk z2 in steps of 0.3
+    assert torch.allclose(grid[21], torch.tensor([-2.7, -3.0]))  # rows walk z1

@@ -1,0 +1,125 @@
+import math
+
+import pytest
+import torch
+from torch import distributions as D
+
+from vaelib import models, train
+
+
+@pytest.fixture(scope="module")
+def small(mnist_train, mnist_test):
+    return mnist_train[0][:2048], mnist_test[0][:512]
+
+
+def fit_small(train_x, test_x, seed=0, **options):
+    torch.manual_seed(seed)
+    model = models.VAE(latent_dim=2)
+    history = train.fit(model, train_x, test_x, seed=seed, progress=False, **options)
+    return model, history
+
+
+def test_loss_goes_down_and_history_has_every_part(small):
+    _, history = fit_small(*small, epochs=3)
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert history[-1]["train_loss"] < history[0]["train_loss"] - 20
+    assert history[-1]["test_loss"] < history[0]["test_loss"]
+    for row in history:
+        assert math.isclose(row["test_loss"], row["test_reconstruction"] + row["test_kl"], rel_tol=1e-6)
+        assert row["train_kl"] > 0
+
+
+def test_same_seed_same_history_bit_for_bit(small):
+    _, first = fit_small(*small, epochs=2, seed=7)
+    _, second = fit_small(*small, epochs=2, seed=7)
+    _, other = fit_small(*small, epochs=2, seed=8)
+    strip = lambda history: [{k: v for k, v in row.items() if k != "seconds"} for row in history]  # noqa: E731
+    assert strip(first) == strip(second)
+    assert strip(first) != strip(other)
+
+
+def test_beta_zero_has_no_kl_pressure(small):
+    _, history = fit_small(*small, epochs=1, beta=0.0)
+    assert math.isclose(history[0]["train_loss"], history[0]["train_reconstruction"], rel_tol=1e-9)
+
+
+def test_divergence_stops_with_epoch_and_batch(small):
+    with pytest.raises(train.TrainingDiverged, match=r"at epoch 1, batch \d+ of 16: training diverged"):
+        fit_small(*small, epochs=1, lr=1e12)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("epochs", -1, "epochs must be an integer >= 0"),
+    ("batch_size", 0, "batch_size must be an integer >= 1"),
+    ("beta", -0.5, "beta must be a finite number >= 0"),
+    ("lr", float("nan"), "lr must be a finite number > 0"),
+])
+def test_bad_settings_are_refused(small, option, value, message):
+    with pytest.raises(ValueError, match=message):
+        fit_small(*small, **{option: value})
+
+
+def test_wrong_image_shape_is_refused():
+    with pytest.raises(ValueError, match=r"shape \(N, 784\)"):
+        train.fit(models.VAE(), torch.rand(10, 28, 28), progress=False)
+
+
+def test_conv_vae_trains_with_mixed_precision(small):
+    torch.manual_seed(0)
+    model = models.ConvVAE(latent_dim=2)
+    history = train.fit(model, small[0][:512], epochs=2, batch_size=64, mixed_precision=True, progress=False)
+    assert history[1]["train_loss"] < history[0]["train_loss"]
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay float32
+
+
+def reference_iw_bound(model, x, k):
+    """The same bound from torch.distributions, one image at a time."""
+    bounds = []
+    for image in x:
+        mu, logvar = model.encode(image[None])
+        q = D.Normal(mu[0], (0.5 * logvar[0]).exp())
+        z = q.sample((k,))  # (k, L)
+        log_px_z = D.Bernoulli(logits=model.decode_logits(z), validate_args=False).log_prob(image.expand(k, -1)).sum(-1)
+        log_pz = D.Normal(0.0, 1.0).log_prob(z).sum(-1)
+        log_w = log_px_z + log_pz - q.log_prob(z).sum(-1)
+        bounds.append(torch.logsumexp(log_w, 0) - math.log(k))
+    return torch.stack(bounds)
+
+
+def test_importance_weighted_bound_matches_torch_distributions_and_tightens(small):
+    model, _ = fit_small(*small, epochs=2)
+    x = small[1][:20]
+    mine = train.importance_weighted_bound(model, x, k=1000, images_per_chunk=7)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        reference = reference_iw_bound(model, x, k=1000)
+    assert mine.shape == (20,)
+    # Two Monte Carlo estimates of the same numbers: close for most images, and on average.
+    assert (mine - reference).abs().median() < 0.3
+    assert abs((mine - reference).mean()) < 1.0
+    neg_elbo = train.evaluate(model, x)["loss"]
+    assert -mine.mean() < neg_elbo  # a tighter bound than the ELBO
+    assert torch.allclose(train.importance_weighted_bound(model, x, k=1).mean(), -torch.tensor(neg_elbo), atol=8)
+
+
+def test_iw_bound_needs_a_vae(small):
+    with pytest.raises(ValueError, match="needs a VAE"):
+        train.importance_weighted_bound(models.Autoencoder(), small[1][:4], k=2)
+
+
+def test_encode_dataset_and_active_units(small):
+    model, _ = fit_small(*small, epochs=2)
+    mu, labels = train.encode_dataset(model, small[1], torch.arange(512), batch_size=100)
+    assert mu.shape == (512, 2) and torch.equal(labels, torch.arange(512))
+    assert torch.allclose(mu, model.encode(small[1])[0], atol=1e-6)
+    count, variance = train.active_units(model, small[1])
+    assert variance.shape == (2,) and count == int((mu.var(0) > 0.01).sum())
+    dead = models.VAE(latent_dim=3)
+    for head in (dead.to_mu,):
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
+    assert train.active_units(dead, small[1])[0] == 0  # constant means: no active unit
+
+
+def test_default_device_is_cuda_only_when_present():
+    assert train.default_device().type == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -1,0 +1,154 @@
+"""Command line: `python -m vaelib {train,evaluate,list,sweep} --help`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import checkpoints, data, registry
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument gives one line on stderr and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="python -m vaelib", description="Train, evaluate and list the course's models.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    p = commands.add_parser("train", help="train a registry model (and save it) or a custom one",
+                            description="Train registry models by name (their checkpoints are replaced "
+                                        "only once training succeeds), or a custom model with --model.")
+    p.add_argument("names", nargs="*", help=f"registry names: {', '.join(registry.REGISTRY)}; or 'all'")
+    p.add_argument("--missing", action="store_true", help="with 'all': only those without a valid checkpoint")
+    p.add_argument("--model", choices=["autoencoder", "vae", "conv_vae"], help="train a custom model")
+    p.add_argument("--latent-dim", type=int, default=2)
+    p.add_argument("--beta", type=float, default=1.0)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--activation", choices=["relu", "tanh"], default="relu")
+    p.add_argument("--mixed-precision", action="store_true", help="bfloat16 forward passes")
+    p.add_argument("--out", help="checkpoint path for a custom model (required with --model)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+
+    p = commands.add_parser("evaluate", help="test metrics of a checkpoint",
+                            description="Test negative ELBO (reconstruction, KL), the importance-weighted "
+                                        "bound and active units, per image, in nats.")
+    p.add_argument("targets", nargs="*", help="registry names or checkpoint paths; 'all' for the registry")
+    p.add_argument("--k", type=int, default=1000, help="importance samples (default 1000)")
+    p.add_argument("--iw-images", type=int, help="test images for the IW bound (default: the recipe's)")
+    p.add_argument("--markdown", action="store_true", help="print a markdown table")
+    p.add_argument("--save", action="store_true", help="write the metrics into the checkpoint's sidecar")
+
+    commands.add_parser("list", help="the registry with each checkpoint's status and metrics",
+                        description="The registry with each checkpoint's status and stored metrics.")
+
+    p = commands.add_parser("sweep", help="re-run a chapter over a grid of parameters with papermill",
+                            description="Execute a chapter once per value of a parameter, writing each "
+                                        "executed notebook and a table of their metrics.")
+    p.add_argument("notebook")
+    p.add_argument("-p", "--parameter", nargs="+", action="append", required=True, metavar=("NAME", "VALUE"),
+                   help="a parameter and its values, e.g. -p beta 0 1 4; repeat for a grid")
+    p.add_argument("--out", default="_build/sweeps", help="folder for the executed notebooks")
+    return parser
+
+
+def _row(name: str, metrics: dict) -> list[str]:
+    fmt = lambda key, spec=".2f": format(metrics[key], spec) if key in metrics else "-"  # noqa: E731
+    return [name, fmt("neg_elbo"), fmt("reconstruction"), fmt("kl"), fmt("iw_nll"),
+            str(metrics.get("iw_images", "-")), str(metrics.get("active_units", "-"))]
+
+
+HEADER = ["model", "-ELBO", "BCE", "KL", "-log p(x) IW k=1000", "IW images", "active units"]
+
+
+def _print_table(rows: list[list[str]], markdown: bool) -> None:
+    if markdown:
+        print("| " + " | ".join(HEADER) + " |")
+        print("|" + "---|" * len(HEADER))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+    else:
+        widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
+        for row in [HEADER, *rows]:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+
+
+def cmd_train(args) -> None:
+    if args.model:
+        if args.names or not args.out:
+            raise ValueError("--model trains one custom model: give --out PATH and no registry names")
+        spec = registry.custom_recipe(args.model, args.latent_dim, args.beta, args.epochs, args.seed,
+                                      args.batch_size, args.lr, args.activation, args.mixed_precision)
+        model, history, metrics = registry.train_recipe(spec, device=args.device, progress=True)
+        path = checkpoints.save(args.out, model, {**spec.config(), "mixed_precision": spec.mixed_precision,
+                                                  "data_sha256": data.DATASETS["mnist"].sha256}, history, metrics)
+        print(f"saved {path}: {json.dumps(metrics)}")
+        return
+    names = list(registry.REGISTRY) if args.names == ["all"] else args.names
+    if not names:
+        raise ValueError("name a registry model (or 'all'), or give --model for a custom one")
+    for name in names:
+        registry.recipe(name)  # fail on a bad name before any training
+    for name in names:
+        if args.missing and registry.status(name) == "valid":
+            continue
+        path = registry.retrain_and_save(name, device=args.device)
+        print(f"saved {path}")
+
+
+def cmd_evaluate(args) -> None:
+    targets = list(registry.REGISTRY) if args.targets == ["all"] else args.targets
+    if not targets:
+        raise ValueError("name a registry model, a checkpoint path, or 'all'")
+    test_x, _ = data.load_mnist("test")
+    rows = []
+    for target in targets:
+        model, sidecar = checkpoints.load(target, expected=registry.recipe(target).config()
+                                          if target in registry.REGISTRY else None)
+        iw_images = args.iw_images or (registry.REGISTRY[target].iw_images if target in registry.REGISTRY
+                                       else len(test_x))
+        metrics = registry.test_metrics(model, test_x, iw_images, args.k, progress=True)
+        if args.save:
+            sidecar["metrics"] = {**sidecar.get("metrics", {}), **metrics}
+            checkpoints.atomic_write_bytes(checkpoints.paths(target)[1],
+                                           (json.dumps(sidecar, indent=1) + "\n").encode())
+        rows.append(_row(target, metrics))
+    _print_table(rows, args.markdown)
+
+
+def cmd_list(args) -> None:
+    rows = []
+    for name, spec in registry.REGISTRY.items():
+        state = registry.status(name)
+        metrics = checkpoints.read_sidecar(name).get("metrics", {}) if state == "valid" else {}
+        rows.append([name, state.split(":")[0]] + _row(name, metrics)[1:] + [spec.description])
+        if state.startswith("invalid"):
+            print(f"{name}: {state}", file=sys.stderr)
+    header = ["model", "status"] + HEADER[1:] + ["used in"]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "sweep":
+            from . import sweep
+            sweep.run(args.notebook, args.parameter, args.out)
+        else:
+            {"train": cmd_train, "evaluate": cmd_evaluate, "list": cmd_list}[args.command](args)
+    except (ValueError, FileNotFoundError) as error:  # bad input: one line, exit code 2
+        print(f"python -m vaelib {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
