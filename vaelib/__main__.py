@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from . import checkpoints, data, registry
+from . import checkpoints, data, registry, train
 
 
 class Parser(argparse.ArgumentParser):
@@ -147,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:  # bad input: one line, exit code 2
         print(f"python -m vaelib {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except train.TrainingDiverged as error:  # nothing was saved: the previous checkpoint stands
+        print(f"python -m vaelib {args.command}: error: {error} Nothing was saved.", file=sys.stderr)
+        return 1
     return 0
 
 
