@@ -23,6 +23,7 @@ book: install
 
 test: install
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider chapters
 
 benchmark: install
 	$(BIN)/python benchmarks/train_speed.py

@@ -47,6 +47,7 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         tmp.write(payload)
         tmp.flush()
         os.fsync(tmp.fileno())
+    os.chmod(tmp.name, 0o644)  # temporary files are private (0600); a checkpoint is not
     os.replace(tmp.name, path)
 
 
@@ -106,7 +107,8 @@ def load(stem: str | os.PathLike, expected: dict | None = None, device: str | to
         if sidecar.get(key) != value:
             raise CheckpointError(f"{weights_path.name} has {key}={sidecar.get(key)!r}, expected {value!r}")
     try:
-        model = models.build(sidecar["kind"], sidecar["latent_dim"], sidecar.get("activation", "relu"))
+        model = models.build(sidecar["kind"], sidecar["latent_dim"], sidecar.get("activation", "relu"),
+                             **sidecar.get("options", {}))
         tensors = safetensors.torch.load(payload)
         model.load_state_dict({name: t.float() for name, t in tensors.items()}, strict=True)
     except (KeyError, RuntimeError, ValueError, safetensors.SafetensorError) as error:

@@ -180,7 +180,7 @@ MODEL_KINDS = {"autoencoder": Autoencoder, "vae": VAE, "conv_vae": ConvVAE}
 
 
 def build(kind: str, latent_dim: int = 2, activation: str = "relu", **options) -> nn.Module:
-    """A model by its kind name: 'autoencoder', 'vae' or 'conv_vae'."""
+    """A model by its kind name: 'autoencoder', 'vae' or 'conv_vae'; `options` go to its constructor."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}: choose one of {sorted(MODEL_KINDS)}")
     return MODEL_KINDS[kind](latent_dim=latent_dim, activation=activation, **options)

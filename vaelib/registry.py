@@ -29,14 +29,22 @@ class Recipe:
     mixed_precision: bool = False  # bfloat16 forward passes (the conv models, for CPU speed)
     iw_images: int = 10_000  # test images for the importance-weighted bound (k = 1000)
     description: str = ""
+    bottleneck_relu: bool = True  # the autoencoder only: the original's ReLU on the code
 
     def config(self) -> dict:
-        return {key: getattr(self, key) for key in checkpoints.CONFIG_KEYS}
+        config = {key: getattr(self, key) for key in checkpoints.CONFIG_KEYS}
+        return {**config, "options": self.options()}
+
+    def options(self) -> dict:
+        """Model options beyond kind, size and activation."""
+        return {"bottleneck_relu": self.bottleneck_relu} if self.kind == "autoencoder" else {}
 
 
 CONV = dict(kind="conv_vae", mixed_precision=True, iw_images=500)
 REGISTRY = {
     "autoencoder-l2": Recipe("autoencoder", 2, 0.0, description="autoencoder, ReLU on the code (02)"),
+    "autoencoder-l2-linear": Recipe("autoencoder", 2, 0.0, bottleneck_relu=False,
+                                    description="autoencoder, linear code (02)"),
     "vae-l2-b0": Recipe("vae", 2, 0.0, description="MLP VAE, beta = 0 (04)"),
     "vae-l2-b1": Recipe("vae", 2, 1.0, description="MLP VAE, the original's model (03, 05)"),
     "vae-l2-b4": Recipe("vae", 2, 4.0, description="MLP VAE, beta = 4 (04)"),
@@ -99,7 +107,7 @@ def train_recipe(spec: Recipe, train_subset: int | None = None, device=None, pro
         train.check_positive_int("train_subset", train_subset)
         train_x = train_x[:train_subset]
     torch.manual_seed(spec.seed)
-    model = models.build(spec.kind, spec.latent_dim, spec.activation)
+    model = models.build(spec.kind, spec.latent_dim, spec.activation, **spec.options())
     history = train.fit(model, train_x, test_x, epochs=spec.epochs, beta=spec.beta, lr=spec.lr,
                         batch_size=spec.batch_size, seed=spec.seed, device=device,
                         mixed_precision=spec.mixed_precision, progress=progress)
@@ -147,7 +155,8 @@ def load_or_train(name: str, retrain: bool = False, train_subset: int | None = N
     Introduced in: 02_autoencoder
     """
     spec = recipe(name)
-    changes = {key: value for key, value in dict(overrides, epochs=epochs).items() if value is not None}
+    changes = {key: value for key, value in dict(overrides, epochs=epochs).items()
+               if value is not None and value != getattr(spec, key)}
     if changes:
         spec = dataclasses.replace(spec, **changes)
         custom_recipe(**{key: getattr(spec, key) for key in ("kind", "latent_dim", "beta", "epochs", "seed",

@@ -102,6 +102,18 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
     return history
 
 
+def format_history(history: list[dict]) -> str:
+    """One line per epoch: 'epoch 1: train loss 163.88 (BCE 148.72, KL 15.15), test loss 127.10'."""
+    lines = []
+    for row in history:
+        line = (f"epoch {row['epoch']}: train loss {row['train_loss']:.2f} (BCE {row['train_reconstruction']:.2f}, "
+                f"KL {row['train_kl']:.2f})")
+        if "test_loss" in row:
+            line += f", test loss {row['test_loss']:.2f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, beta: float = 1.0, batch_size: int = 1000, seed: int = 0,
              mixed_precision: bool = False) -> dict:

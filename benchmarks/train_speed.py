@@ -1,0 +1,160 @@
+"""Training speed: vaelib's loop against a conventional Dataset + DataLoader loop and the compute floor.
+
+    python benchmarks/train_speed.py [--epochs 3] [--conv-steps 20] [--skip-conv]
+
+1. The pytorch/examples VAE recipe (784-400-20, batch 128, Adam 1e-3), trained three ways, epoch by
+   epoch in turn so that the shared machine's noise hits all three alike:
+   - vaelib: `train.fit`'s loop (in-memory tensors, one gather per batch, fused Adam, logits loss);
+   - conventional: a per-sample `Dataset` + `DataLoader`, as in pytorch/examples `vae/main.py`;
+   - floor: the same forward, backward and Adam step as vaelib, repeated on one ready batch.
+2. The conv VAE's training step: plain `nn.ConvTranspose2d` in float32 with the standard Adam,
+   against vaelib's fast path (1x1 transposed conv as a linear map, bfloat16 autocast, fused Adam).
+Speeds are reported as ratios measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from vaelib import data, losses, models, train  # noqa: E402
+
+
+class PerSampleMNIST(Dataset):
+    """One image at a time, converted on access: the shape of torchvision's MNIST + ToTensor."""
+
+    def __init__(self, images_uint8: torch.Tensor):
+        self.images = images_uint8  # (N, 28, 28) uint8
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        return self.images[index].float().div(255).unsqueeze(0), 0  # (1, 28, 28)
+
+
+def examples_loss(recon_x, x, mu, logvar):
+    """pytorch/examples vae/main.py: BCE on probabilities + KL, summed."""
+    bce = F.binary_cross_entropy(recon_x, x.view(-1, 784), reduction="sum")
+    return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+class Runner:
+    """Holds one model and optimizer, and trains it for one epoch at a time."""
+
+    def __init__(self, kind: str, train_x: torch.Tensor, seed: int = 1):
+        torch.manual_seed(seed)
+        self.model = models.VAE(latent_dim=20)
+        self.kind = kind
+        self.train_x = train_x
+        if kind == "conventional":
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+            images = (train_x * 255).round().to(torch.uint8).view(-1, 28, 28)
+            self.loader = DataLoader(PerSampleMNIST(images), batch_size=128, shuffle=True)
+        else:
+            self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3, fused=True)
+            self.batches = data.Batches(train_x, batch_size=128, seed=seed)
+            self.ready = train_x[:128].clone()
+
+    def vaelib_step(self, x):
+        logits, mu, logvar = self.model(x)
+        loss = losses.vae_loss(logits, x, mu, logvar, 1.0).total
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss
+
+    def epoch(self) -> float:
+        self.model.train()
+        start = time.perf_counter()
+        if self.kind == "vaelib":  # the loop of train.fit, without its progress bar
+            for x in self.batches:
+                loss = self.vaelib_step(x)
+                torch.isfinite(loss).item()
+        elif self.kind == "floor":
+            for _ in range(len(self.batches)):
+                self.vaelib_step(self.ready)
+        else:
+            for x, _ in self.loader:
+                self.optimizer.zero_grad()
+                recon, mu, logvar = self.examples_forward(x)
+                loss = examples_loss(recon, x, mu, logvar)
+                loss.backward()
+                loss.item()
+                self.optimizer.step()
+        return time.perf_counter() - start
+
+    def examples_forward(self, x):
+        mu, logvar = self.model.encode(x.view(-1, 784))
+        z = models.reparameterize(mu, logvar)
+        return self.model.decode(z), mu, logvar
+
+
+def conv_step_ms(fast: bool, steps: int) -> float:
+    torch.manual_seed(0)
+    model = models.ConvVAE(latent_dim=2, fast=fast)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fast)
+    x = data.load_mnist("test")[0][:128]
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
+            logits, mu, logvar = model(x)
+        loss = losses.vae_loss(logits, x, mu, logvar, 1.0).total
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--conv-steps", type=int, default=20)
+    parser.add_argument("--skip-conv", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(torch.get_num_threads())
+    train_x, _ = data.load_mnist("train")
+    test_x, _ = data.load_mnist("test")
+    runners = {kind: Runner(kind, train_x) for kind in ("vaelib", "conventional", "floor")}
+    times = {kind: [] for kind in runners}
+    for epoch in range(1, args.epochs + 1):
+        for kind, runner in runners.items():
+            times[kind].append(runner.epoch())
+        print(f"epoch {epoch}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
+    per_epoch = {kind: sorted(t)[len(t) // 2] for kind, t in times.items()}  # the median
+    test_loss = {kind: train.evaluate(runners[kind].model, test_x)["loss"] for kind in ("vaelib", "conventional")}
+    print(f"\nMLP VAE 784-400-20, batch 128, {args.epochs} epochs, {torch.get_num_threads()} threads "
+          f"(median seconds per epoch)\n")
+    print("| loop | s / epoch | vs conventional | vs compute floor | test loss after last epoch |")
+    print("|---|---|---|---|---|")
+    for kind in ("conventional", "vaelib", "floor"):
+        loss = f"{test_loss[kind]:.1f}" if kind in test_loss else "-"
+        print(f"| {kind} | {per_epoch[kind]:.2f} | {per_epoch['conventional'] / per_epoch[kind]:.2f}x faster | "
+              f"{per_epoch[kind] / per_epoch['floor']:.2f}x the floor | {loss} |")
+    if args.skip_conv:
+        return
+    plain = conv_step_ms(False, args.conv_steps)
+    fast = conv_step_ms(True, args.conv_steps)
+    plain_again = conv_step_ms(False, args.conv_steps)  # bracket the fast run against drift
+    baseline = (plain + plain_again) / 2
+    print("\nConv VAE (L = 2) training step, batch 128\n")
+    print("| path | ms / step | speed-up |")
+    print("|---|---|---|")
+    print(f"| plain ConvTranspose2d, float32, Adam | {baseline:.0f} | 1.00x |")
+    print(f"| vaelib: 1x1 convT as linear, bfloat16 autocast, fused Adam | {fast:.0f} | {baseline / fast:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
