@@ -1,4 +1,5 @@
-# make book: create .venv, install, build the book into _build/html.   make test: run every check.
+# make book: create .venv, install, build the book into _build/html.
+# make test: build the book, then run every check (unit, chapters, browser).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -7,7 +8,12 @@ BIN := $(VENV)/bin
 VAELIB_DATA ?= $(if $(wildcard ../shared/data/MNIST),$(abspath ../shared/data),$(abspath data))
 export VAELIB_DATA
 
-.PHONY: install book test benchmark clean
+# The book's JavaScript, served from _build/html so that the book works offline (npm registry only).
+VENDOR := book/web/vendor
+NPM_PACKAGES := mathjax@3.2.2 requirejs@2.3.8 @jupyter-widgets/html-manager@1.0.13
+
+.PHONY: install book test benchmark clean vendor web-data
+
 
 install: $(VENV)/.installed
 
@@ -18,10 +24,27 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 > /dev/null
 	touch $@
 
-book: install
+vendor: .npm-vendor/.copied
+
+.npm-vendor/.copied:
+	npm install --prefix .npm-vendor --no-save --no-audit --no-fund --ignore-scripts $(NPM_PACKAGES)
+	rm -rf $(VENDOR) && mkdir -p $(VENDOR)/html-manager
+	cp -r .npm-vendor/node_modules/mathjax/es5 $(VENDOR)/mathjax
+	cp .npm-vendor/node_modules/requirejs/require.js $(VENDOR)/require.js
+	cd .npm-vendor/node_modules/@jupyter-widgets/html-manager/dist && \
+	  cp embed-amd.js *.woff *.woff2 *.ttf *.eot *.svg ../../../../../$(VENDOR)/html-manager/
+	touch $@
+
+# The explorer page's data: decoder weights, latent means and traversal frames from the checkpoints.
+web-data: book/web/explorer/models.js
+
+book/web/explorer/models.js: $(VENV)/.installed $(wildcard checkpoints/*.json) vaelib/web.py
+	$(BIN)/python -m vaelib export-web $@
+
+book: install vendor web-data
 	set -o pipefail; $(BIN)/jupyter-book build . --builder html -W -n --keep-going 2>&1 | tee _build_book.log
 
-test: install
+test: install book
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider chapters
 
@@ -29,4 +52,4 @@ benchmark: install
 	$(BIN)/python benchmarks/train_speed.py
 
 clean:
-	rm -rf _build _build_book.log
+	rm -rf _build _build_book.log book/web/explorer/models.js

@@ -48,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("list", help="the registry with each checkpoint's status and metrics",
                         description="The registry with each checkpoint's status and stored metrics.")
 
+    p = commands.add_parser("export-web", help="write the data file of the book's in-browser explorers",
+                            description="Write the decoder weights, latent means and traversal frames that "
+                                        "the book's explorer page decodes in the browser.")
+    p.add_argument("path", help="the JavaScript file to write, e.g. book/web/explorer/models.js")
+
     p = commands.add_parser("sweep", help="re-run a chapter over a grid of parameters with papermill",
                             description="Execute a chapter once per value of a parameter, writing each "
                                         "executed notebook and a table of their metrics.")
@@ -142,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sweep":
             from . import sweep
             sweep.run(args.notebook, args.parameter, args.out)
+        elif args.command == "export-web":
+            from . import web
+            print(f"wrote {web.export(args.path)}")
         else:
             {"train": cmd_train, "evaluate": cmd_evaluate, "list": cmd_list}[args.command](args)
     except (ValueError, FileNotFoundError) as error:  # bad input: one line, exit code 2
