@@ -91,8 +91,7 @@ def cmd_train(args) -> None:
         spec = registry.custom_recipe(args.model, args.latent_dim, args.beta, args.epochs, args.seed,
                                       args.batch_size, args.lr, args.activation, args.mixed_precision)
         model, history, metrics = registry.train_recipe(spec, device=args.device, progress=True)
-        path = checkpoints.save(args.out, model, {**spec.config(), "mixed_precision": spec.mixed_precision,
-                                                  "data_sha256": data.DATASETS["mnist"].sha256}, history, metrics)
+        path = registry.save_trained(args.out, spec, model, history, metrics)
         print(f"saved {path}: {json.dumps(metrics)}")
         return
     names = list(registry.REGISTRY) if args.names == ["all"] else args.names

@@ -168,21 +168,24 @@ def load_or_train(name: str, retrain: bool = False, train_subset: int | None = N
         model, record = checkpoints.load(stem, expected=spec.config(), device=device or "cpu")
         model.record = record
         return model
-    model, history, metrics = train_recipe(spec, train_subset, device, progress, compute_metrics=exact)
-    record = {**spec.config(), "mixed_precision": spec.mixed_precision, "train_subset": train_subset,
-              "history": history, "metrics": metrics}
-    if exact and not retrain:
-        checkpoints.save(stem, model, {**spec.config(), "mixed_precision": spec.mixed_precision,
-                                       "data_sha256": data.DATASETS["mnist"].sha256}, history, metrics)
-    model.record = record
+    save = exact and not retrain  # only the recipe itself becomes the shipped checkpoint
+    model, history, metrics = train_recipe(spec, train_subset, device, progress, compute_metrics=save)
+    if save:
+        save_trained(stem, spec, model, history, metrics)
+    model.record = {**spec.config(), "mixed_precision": spec.mixed_precision, "train_subset": train_subset,
+                    "history": history, "metrics": metrics}
     return model.eval()
+
+
+def save_trained(stem: str | Path, spec: Recipe, model: nn.Module, history: list, metrics: dict) -> Path:
+    """Save a model trained with `spec`, its recipe and the data's checksums in the sidecar."""
+    config = {**spec.config(), "mixed_precision": spec.mixed_precision, "data_sha256": data.DATASETS["mnist"].sha256}
+    return checkpoints.save(stem, model, config, history, metrics)
 
 
 def retrain_and_save(name: str, directory: Path | None = None, device=None, progress: bool = True) -> Path:
     """Train `name` with its recipe and replace its checkpoint, atomically, only once training succeeded."""
     spec = recipe(name)
     model, history, metrics = train_recipe(spec, device=device, progress=progress)
-    stem = (directory or checkpoints.CHECKPOINT_DIR) / name
-    return checkpoints.save(stem, model, {**spec.config(), "mixed_precision": spec.mixed_precision,
-                                          "data_sha256": data.DATASETS["mnist"].sha256}, history, metrics)
+    return save_trained((directory or checkpoints.CHECKPOINT_DIR) / name, spec, model, history, metrics)
 
