@@ -28,11 +28,11 @@ vendor: .npm-vendor/.copied
 
 .npm-vendor/.copied:
 	npm install --prefix .npm-vendor --no-save --no-audit --no-fund --ignore-scripts $(NPM_PACKAGES)
-	rm -rf $(VENDOR) && mkdir -p $(VENDOR)/html-manager
+	rm -rf $(VENDOR) && mkdir -p $(VENDOR)/@jupyter-widgets/html-manager/dist
 	cp -r .npm-vendor/node_modules/mathjax/es5 $(VENDOR)/mathjax
 	cp .npm-vendor/node_modules/requirejs/require.js $(VENDOR)/require.js
 	cd .npm-vendor/node_modules/@jupyter-widgets/html-manager/dist && \
-	  cp embed-amd.js *.woff *.woff2 *.ttf *.eot *.svg ../../../../../$(VENDOR)/html-manager/
+	  cp embed-amd.js *.woff *.woff2 *.ttf *.eot *.svg $(CURDIR)/$(VENDOR)/@jupyter-widgets/html-manager/dist/
 	touch $@
 
 # The explorer page's data: decoder weights, latent means and traversal frames from the checkpoints.
@@ -43,6 +43,9 @@ book/web/explorer/models.js: $(VENV)/.installed $(wildcard checkpoints/*.json) v
 
 book: install vendor web-data
 	set -o pipefail; $(BIN)/jupyter-book build . --builder html -W -n --keep-going 2>&1 | tee _build_book.log
+	# The widget manager asks for its icon fonts relative to the page; every page with widgets is in chapters/.
+	mkdir -p _build/html/chapters/@jupyter-widgets/html-manager/dist
+	cp $(VENDOR)/@jupyter-widgets/html-manager/dist/*.woff* _build/html/chapters/@jupyter-widgets/html-manager/dist/
 
 test: install book
 	$(BIN)/python -m pytest

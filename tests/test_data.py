@@ -84,11 +84,15 @@ def test_corrupt_file_is_not_replaced_by_download(tmp_path):
     assert (folder / LABELS).read_bytes() == b"garbage"
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
 @pytest.fixture
 def local_mirror():
     """An http.server on 127.0.0.1 that serves the shared MNIST files, as the canonical mirrors would."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(SHARED_RAW))
-    handler.log_message = lambda *args: None
+    handler = functools.partial(QuietHandler, directory=str(SHARED_RAW))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -110,8 +114,7 @@ def test_download_rejects_a_bad_mirror(tmp_path):
     bad.mkdir()
     for name in data.DATASETS["mnist"].sha256:
         (bad / f"{name}.gz").write_bytes(gzip.compress(b"not mnist"))
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(bad))
-    handler.log_message = lambda *args: None
+    handler = functools.partial(QuietHandler, directory=str(bad))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
