@@ -23,10 +23,13 @@ def figures(notebook: dict) -> int:
 def histories(results):
     """Every training history in a chapter's results."""
     if isinstance(results, dict):
-        if "history" in results and isinstance(results["history"], list):
-            yield results["history"]
-        for value in results.values():
-            yield from histories(value)
+        for key, value in results.items():
+            if key == "history" and isinstance(value, list):
+                yield value  # one model's history
+            elif key == "history" and isinstance(value, dict):
+                yield from value.values()  # several models' histories, by name
+            else:
+                yield from histories(value)
 
 
 @pytest.mark.parametrize("name", sorted(FIGURES))
