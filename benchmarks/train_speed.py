@@ -18,8 +18,10 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -27,16 +29,22 @@ from vaelib import data, losses, models, train  # noqa: E402
 
 
 class PerSampleMNIST(Dataset):
-    """One image at a time, converted on access: the shape of torchvision's MNIST + ToTensor."""
+    """One image at a time, as torchvision's `MNIST(transform=ToTensor())` serves it (without torchvision).
 
-    def __init__(self, images_uint8: torch.Tensor):
-        self.images = images_uint8  # (N, 28, 28) uint8
+    torchvision's MNIST turns each uint8 image into a PIL image, and `ToTensor` turns it back into a
+    float tensor divided by 255: the per-sample work of pytorch/examples `vae/main.py`.
+    """
+
+    def __init__(self, images_uint8: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images_uint8, labels  # (N, 28, 28) uint8, (N,) int64
 
     def __len__(self):
         return len(self.images)
 
     def __getitem__(self, index):
-        return self.images[index].float().div(255).unsqueeze(0), 0  # (1, 28, 28)
+        image = Image.fromarray(self.images[index].numpy(), mode="L")  # torchvision MNIST.__getitem__
+        pixels = torch.from_numpy(np.array(image, np.uint8, copy=True))  # ToTensor: PIL -> (28, 28) uint8
+        return pixels.view(28, 28, 1).permute(2, 0, 1).contiguous().float().div(255), int(self.labels[index])
 
 
 def examples_loss(recon_x, x, mu, logvar):
@@ -56,7 +64,8 @@ class Runner:
         if kind == "conventional":
             self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3)
             images = (train_x * 255).round().to(torch.uint8).view(-1, 28, 28)
-            self.loader = DataLoader(PerSampleMNIST(images), batch_size=128, shuffle=True)
+            labels = torch.zeros(len(images), dtype=torch.int64)
+            self.loader = DataLoader(PerSampleMNIST(images, labels), batch_size=128, shuffle=True)
         else:
             self.optimizer = torch.optim.Adam(self.model.parameters(), lr=1e-3, fused=True)
             self.batches = data.Batches(train_x, batch_size=128, seed=seed)
