@@ -167,3 +167,14 @@ def test_shipped_metrics_are_reproduced_from_the_stored_weights(mnist_test):
 def test_unknown_model_name_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"unknown model name 'vae'.*vae-l2-b1"):
         registry.load_or_train("vae")
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"beta": -1.0}, "beta must be a finite number >= 0"),
+    ({"latent_dim": 0}, "latent_dim must be an integer >= 1"),
+    ({"epochs": -3}, "epochs must be an integer >= 0"),
+    ({"train_subset": 0}, "train_subset must be an integer >= 1"),
+])
+def test_chapter_parameters_are_validated_before_training(changes, message):
+    with pytest.raises(ValueError, match=message):
+        registry.load_or_train("vae-l2-b1", progress=False, **changes)
