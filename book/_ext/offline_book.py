@@ -3,7 +3,7 @@
 Jupyter Book 1 always loads sphinx-thebe (live code cells through Binder). The course does not use it,
 and on every page it declares its settings script twice (a JavaScript error: "Identifier
 'THEBE_JS_URL' has already been declared") and names a script on unpkg.com. This extension
-disconnects sphinx-thebe's hooks, so neither reaches the pages.
+disconnects sphinx-thebe's hooks and drops its stylesheet, so none of it reaches the pages.
 """
 
 
@@ -12,6 +12,7 @@ def _drop_thebe(app, config):
         for listener in list(listeners):
             if getattr(listener.handler, "__module__", "") == "sphinx_thebe":
                 app.disconnect(listener.id)
+    app.registry.css_files[:] = [entry for entry in app.registry.css_files if "thebe" not in entry[0]]
 
 
 def setup(app):
