@@ -72,15 +72,15 @@ def _row(name: str, metrics: dict) -> list[str]:
 HEADER = ["model", "-ELBO", "BCE", "KL", "-log p(x) IW k=1000", "IW images", "active units"]
 
 
-def _print_table(rows: list[list[str]], markdown: bool) -> None:
+def _print_table(header: list[str], rows: list[list[str]], markdown: bool = False) -> None:
     if markdown:
-        print("| " + " | ".join(HEADER) + " |")
-        print("|" + "---|" * len(HEADER))
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
         for row in rows:
             print("| " + " | ".join(row) + " |")
     else:
-        widths = [max(len(r[i]) for r in [HEADER, *rows]) for i in range(len(HEADER))]
-        for row in [HEADER, *rows]:
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
             print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
 
 
@@ -120,10 +120,9 @@ def cmd_evaluate(args) -> None:
         metrics = registry.test_metrics(model, test_x, iw_images, args.k, progress=True)
         if args.save:
             sidecar["metrics"] = {**sidecar.get("metrics", {}), **metrics}
-            checkpoints.atomic_write_bytes(checkpoints.paths(target)[1],
-                                           (json.dumps(sidecar, indent=1) + "\n").encode())
+            checkpoints.write_sidecar(target, sidecar)
         rows.append(_row(target, metrics))
-    _print_table(rows, args.markdown)
+    _print_table(HEADER, rows, args.markdown)
 
 
 def cmd_list(args) -> None:
@@ -134,10 +133,7 @@ def cmd_list(args) -> None:
         rows.append([name, state.split(":")[0]] + _row(name, metrics)[1:] + [spec.description])
         if state.startswith("invalid"):
             print(f"{name}: {state}", file=sys.stderr)
-    header = ["model", "status"] + HEADER[1:] + ["used in"]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+    _print_table(["model", "status"] + HEADER[1:] + ["used in"], rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,7 +57,7 @@ def save(stem: str | os.PathLike, model: nn.Module, config: dict, history: list 
     missing = [key for key in CONFIG_KEYS if key not in config]
     if missing:
         raise ValueError(f"config lacks {missing}: a checkpoint needs all of {list(CONFIG_KEYS)}")
-    weights_path, sidecar_path = paths(stem)
+    weights_path, _ = paths(stem)
     tensors = {name: t.detach().to("cpu", dtype).contiguous() for name, t in model.state_dict().items()}
     payload = safetensors.torch.save(tensors)
     sidecar = {
@@ -70,8 +70,15 @@ def save(stem: str | os.PathLike, model: nn.Module, config: dict, history: list 
         "metrics": metrics or {},
     }
     atomic_write_bytes(weights_path, payload)
-    atomic_write_bytes(sidecar_path, (json.dumps(sidecar, indent=1) + "\n").encode())
+    write_sidecar(stem, sidecar)
     return weights_path
+
+
+def write_sidecar(stem: str | os.PathLike, sidecar: dict) -> Path:
+    """Write (atomically) the JSON sidecar of a checkpoint."""
+    _, sidecar_path = paths(stem)
+    atomic_write_bytes(sidecar_path, (json.dumps(sidecar, indent=1) + "\n").encode())
+    return sidecar_path
 
 
 def read_sidecar(stem: str | os.PathLike) -> dict:
