@@ -96,6 +96,18 @@
     timings.push(performance.now() - start);
   }
 
+  // One radio button per beta in the explorer's .vae-betas box; choosing one sets state.beta.
+  function betaButtons(root, betas, state, group, redraw) {
+    for (const beta of betas) {
+      const label = document.createElement("label");
+      label.innerHTML = `<input type="radio" name="${group}" value="${beta}"> ${beta} `;
+      const input = label.querySelector("input");
+      input.checked = beta === state.beta;
+      input.addEventListener("change", () => { state.beta = beta; redraw(); });
+      root.querySelector(".vae-betas").appendChild(label);
+    }
+  }
+
   // ---- the plane explorer ------------------------------------------------------------------------
   function planeExplorer(root) {
     const labels = bytes(DATA.labels);
@@ -117,13 +129,7 @@
     const showMeans = root.querySelector(".vae-show-means");
     const betas = Object.keys(DATA.plane);
     const state = {beta: betas.includes("1") ? "1" : betas[0], z: [0, 0]};
-    for (const beta of betas) {
-      const label = document.createElement("label");
-      label.innerHTML = `<input type="radio" name="vae-beta" value="${beta}"> ${beta} `;
-      label.querySelector("input").checked = beta === state.beta;
-      label.querySelector("input").addEventListener("change", () => { state.beta = beta; redraw(); });
-      root.querySelector(".vae-betas").appendChild(label);
-    }
+    betaButtons(root, betas, state, "vae-beta", () => redraw());
     const toPixel = (v) => ((v + PLANE_LIMIT) / (2 * PLANE_LIMIT)) * plane.width;
     const toLatent = (p) => (p / plane.width) * 2 * PLANE_LIMIT - PLANE_LIMIT;
 
@@ -211,13 +217,7 @@
       sliders.push(input);
       root.querySelector(".vae-sliders").appendChild(label);
     }
-    for (const beta of betas) {
-      const label = document.createElement("label");
-      label.innerHTML = `<input type="radio" name="vae-traversal-beta" value="${beta}"> ${beta} `;
-      label.querySelector("input").checked = beta === state.beta;
-      label.querySelector("input").addEventListener("change", () => { state.beta = beta; redraw(); });
-      root.querySelector(".vae-betas").appendChild(label);
-    }
+    betaButtons(root, betas, state, "vae-traversal-beta", () => redraw());
     function frame(beta, unit, step) {
       const offset = (unit * spec.steps + step) * 784;
       return frames[beta].subarray(offset, offset + 784);
