@@ -43,9 +43,13 @@ book/web/explorer/models.js: $(VENV)/.installed $(wildcard checkpoints/*.json) v
 
 book: install vendor web-data
 	set -o pipefail; $(BIN)/jupyter-book build . --builder html -W -n --keep-going 2>&1 | tee _build_book.log
-	# The widget manager asks for its icon fonts relative to the page; every page with widgets is in chapters/.
-	mkdir -p _build/html/chapters/@jupyter-widgets/html-manager/dist
-	cp $(VENDOR)/@jupyter-widgets/html-manager/dist/*.woff* _build/html/chapters/@jupyter-widgets/html-manager/dist/
+	# The widget manager asks for its icon fonts relative to the page (every page with widgets is in
+	# chapters/), from the folder of whichever of its bundles injects the CSS first: html-manager/dist/
+	# or @jupyter-widgets/ itself (controls, base). Serve them from both.
+	for folder in @jupyter-widgets @jupyter-widgets/html-manager/dist; do \
+	  mkdir -p _build/html/chapters/$$folder && \
+	  cp $(VENDOR)/@jupyter-widgets/html-manager/dist/*.woff* _build/html/chapters/$$folder/ || exit 1; \
+	done
 
 test: install book
 	$(BIN)/python -m pytest
