@@ -42,7 +42,8 @@ book/web/explorer/models.js: $(VENV)/.installed $(wildcard checkpoints/*.json) v
 	$(BIN)/python -m vaelib export-web $@
 
 book: install vendor web-data
-	set -o pipefail; $(BIN)/jupyter-book build . --builder html -W -n --keep-going 2>&1 | tee _build_book.log
+	# --all: a page whose notebook did not change still shows what the changed library draws now.
+	set -o pipefail; $(BIN)/jupyter-book build . --all --builder html -W -n --keep-going 2>&1 | tee _build_book.log
 	# The widget manager asks for its icon fonts relative to the page (every page with widgets is in
 	# chapters/), from the folder of whichever of its bundles injects the CSS first: html-manager/dist/
 	# or @jupyter-widgets/ itself (controls, base). Serve them from both.

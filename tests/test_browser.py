@@ -1,7 +1,9 @@
 """The built book in headless Chromium: no console error, no request to another host, typeset maths,
 frozen widgets, and the in-browser explorers agreeing with PyTorch. Needs `make book` first (make test
-does it) and Debian's chromium and chromium-driver. Screenshots go to _build/screenshots/.
+does it) and Debian's chromium and chromium-driver. A full-page screenshot of every page goes to
+_build/screenshots/, for a person to look at.
 """
+import base64
 import http.server
 import json
 import statistics
@@ -73,6 +75,15 @@ def requested_urls(driver) -> list[str]:
     return urls
 
 
+def save_full_page_screenshot(driver, path: Path, max_height: int = 30000) -> None:
+    """The whole page, not just the window: Chromium's DevTools capture beyond the viewport."""
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], max_height), "scale": 1}
+    shot = driver.execute_cdp_cmd("Page.captureScreenshot",
+                                  {"format": "png", "captureBeyondViewport": True, "clip": clip})
+    path.write_bytes(base64.b64decode(shot["data"]))
+
+
 def open_page(driver, base_url, page):
     driver.get_log("browser"), driver.get_log("performance")  # drop what earlier pages left
     driver.get(base_url + page + ".html")
@@ -85,7 +96,7 @@ def test_page_loads_offline_without_errors(browser, base_url, page):
     if browser.execute_script("return document.querySelector('.math, mjx-container, .MathJax') !== null"):
         wait_for(browser, "return document.querySelector('mjx-container') !== null")
     browser.execute_script("window.scrollTo(0, 0)")
-    browser.save_screenshot(str(SHOTS / (page.replace("/", "_") + ".png")))
+    save_full_page_screenshot(browser, SHOTS / (page.replace("/", "_") + ".png"))
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert errors == [], errors
     network = [u for u in requested_urls(browser) if u.startswith(("http:", "https:", "ws:", "wss:", "ftp:"))]
@@ -107,6 +118,16 @@ def test_frozen_widget_state_renders(browser, base_url):
     image = browser.execute_script("const i = document.querySelector('.jupyter-widgets img, .widget-image');"
                                    " return i && i.naturalWidth")
     assert image == 28 * 5  # the decoded digit from the saved widget state, 5x enlarged
+
+
+@pytest.mark.parametrize("page, sliders", [("chapters/05_latent_walk", 2), ("chapters/07_disentanglement", 10)])
+def test_decoded_digit_keeps_its_square_shape(browser, base_url, page, sliders):
+    """A flex row stretches its children to the tallest one: ten sliders must not stretch the digit."""
+    open_page(browser, base_url, page)
+    wait_for(browser, f"return document.querySelectorAll('.widget-slider, .widget-hslider').length >= {sliders}")
+    width, height = browser.execute_script(
+        "const i = document.querySelector('.widget-image'); return [i.clientWidth, i.clientHeight]")
+    assert (width, height) == (28 * 5, 28 * 5), f"the digit is drawn {width} x {height} px on {page}"
 
 
 def canvas_pixels(driver, selector):

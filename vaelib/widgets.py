@@ -40,7 +40,8 @@ class LatentExplorer:
             for u in range(model.latent_dim)
         ]
         self.scale = scale
-        self.image = widgets.Image(format="png", width=28 * scale, height=28 * scale)
+        size = f"{28 * scale}px"  # fixed, and kept at the top: a flex row would stretch it to the sliders' height
+        self.image = widgets.Image(format="png", layout=widgets.Layout(width=size, height=size, align_self="flex-start"))
         for slider in self.sliders:
             slider.observe(self._redraw, names="value")
         self.widget = widgets.HBox([widgets.VBox(self.sliders), self.image])
