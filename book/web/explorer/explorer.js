@@ -119,6 +119,8 @@
           <p class="vae-readout"></p>
           <fieldset class="vae-betas"><legend>beta</legend></fieldset>
           <label><input type="checkbox" class="vae-show-means" checked> test-set means</label>
+          <p class="vae-key">${DIGIT_COLORS.map((color, digit) =>
+            `<span><i style="background: ${color}"></i>${digit}</span>`).join("")}</p>
           <p class="vae-timing"></p>
         </div>
       </div>`;
