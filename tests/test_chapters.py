@@ -64,3 +64,34 @@ def test_notebook_results_needs_a_results_cell(tmp_path):
     path.write_text(json.dumps({"cells": []}))
     with pytest.raises(ValueError, match="cell tagged 'results'"):
         sweep.notebook_results(path)
+
+
+def tiny_notebook(path: Path) -> Path:
+    """A parameters cell (x = 1) and a results cell that fails for negative x."""
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                                 "language": "python"}})
+    notebook.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+                      nbformat.v4.new_code_cell("import json, math\nprint('RESULTS', json.dumps({'root': math.sqrt(x)}))",
+                                                metadata={"tags": ["results"]})]
+    nbformat.write(notebook, path)
+    return path
+
+
+def test_sweep_refuses_an_unknown_parameter(tmp_path):
+    with pytest.raises(ValueError, match="has no parameter bta; its parameters cell sets: retrain, epochs"):
+        sweep.run(str(CHAPTERS / "04_beta.ipynb"), [["bta", "4"]], out=str(tmp_path))
+    assert list(tmp_path.iterdir()) == []  # nothing ran
+
+
+def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
+    from vaelib.__main__ import main
+
+    notebook = tiny_notebook(tmp_path / "tiny.ipynb")
+    assert main(["sweep", str(notebook), "-p", "x", "4", "-1", "9", "--out", str(tmp_path / "out")]) == 1
+    assert "1 of 3 runs failed: x=-1 (ValueError: math domain error)" in capsys.readouterr().err
+    rows = json.loads((tmp_path / "out" / "tiny_sweep.json").read_text())
+    assert [row.get("root") for row in rows] == [2.0, None, 3.0]  # the runs after the failure still ran
+    assert rows[1]["error"] == "ValueError: math domain error"
+    assert (tmp_path / "out" / "tiny__x=-1.ipynb").exists()  # with the traceback in it

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from . import checkpoints, data, registry, train
+from . import checkpoints, data, registry, sweep, train
 
 
 class Parser(argparse.ArgumentParser):
@@ -140,7 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "sweep":
-            from . import sweep
             sweep.run(args.notebook, args.parameter, args.out)
         elif args.command == "export-web":
             from . import web
@@ -150,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:  # bad input: one line, exit code 2
         print(f"python -m vaelib {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except sweep.SweepFailed as error:  # the runs that worked are written; say which did not
+        print(f"python -m vaelib {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except train.TrainingDiverged as error:  # nothing was saved: the previous checkpoint stands
         print(f"python -m vaelib {args.command}: error: {error} Nothing was saved.", file=sys.stderr)
         return 1
