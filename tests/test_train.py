@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import distributions as D
 
-from vaelib import models, train
+from vaelib import models, registry, train
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +123,24 @@ def test_encode_dataset_and_active_units(small):
 
 def test_default_device_is_cuda_only_when_present():
     assert train.default_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_asking_for_a_missing_gpu_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    x = torch.rand(8, 784)
+    with pytest.raises(ValueError, match="'cuda' was asked for, but this PyTorch has no CUDA device here: use "
+                                         "device='cpu'"):
+        train.fit(models.VAE(2), x, epochs=1, device="cuda", progress=False)
+    with pytest.raises(ValueError, match="has no CUDA device here"):
+        registry.load_or_train("vae-l2-b1", device="cuda")  # before any loading or training
+
+
+@pytest.mark.parametrize("device", ["tpu", "gpu", 3.5])
+def test_an_unknown_device_names_the_valid_ones(device):
+    with pytest.raises(ValueError, match=r"device must be 'cpu', 'cuda', 'mps' or None \(pick automatically\)"):
+        train.resolve_device(device)
+
+
+def test_resolve_device_keeps_a_valid_choice():
+    assert train.resolve_device("cpu") == torch.device("cpu")
+    assert train.resolve_device(None) == train.default_device()

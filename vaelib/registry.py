@@ -161,6 +161,8 @@ def load_or_train(name: str, retrain: bool = False, train_subset: int | None = N
         spec = dataclasses.replace(spec, **changes)
         custom_recipe(**{key: getattr(spec, key) for key in ("kind", "latent_dim", "beta", "epochs", "seed",
                                                             "batch_size", "lr", "activation")})
+    if device is not None:
+        device = train.resolve_device(device)  # 'cuda' on a machine without one: a clear error, not torch's
     stem = (directory or checkpoints.CHECKPOINT_DIR) / name
     weights, sidecar = checkpoints.paths(stem)
     exact = not changes and train_subset is None

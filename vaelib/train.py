@@ -24,6 +24,26 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """`None` picks CUDA when present, else the CPU; a named device must exist on this machine."""
+    if device is None:
+        return default_device()
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device must be 'cpu', 'cuda', 'mps' or None (pick automatically), got {device!r}") from error
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if resolved.type not in available:
+        raise ValueError(f"device must be 'cpu', 'cuda', 'mps' or None (pick automatically), got {device!r}")
+    if not available[resolved.type]:
+        raise ValueError(f"device {device!r} was asked for, but this PyTorch has no {resolved.type.upper()} device "
+                         f"here: use device='cpu', or device=None to pick automatically")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r} was asked for, but this machine has {torch.cuda.device_count()} "
+                         f"CUDA device(s), numbered from 0")
+    return resolved
+
+
 def check_positive_int(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
@@ -61,7 +81,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
     lr = check_learning_rate(lr)
     if train_x.ndim != 2 or train_x.shape[1] != 784:
         raise ValueError(f"train_x must have shape (N, 784), got {tuple(train_x.shape)}")
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     torch.manual_seed(seed)  # the reparameterization noise
     model.to(device)
     train_x = train_x.to(device)
