@@ -53,3 +53,19 @@ def test_evaluate_prints_the_metrics_of_a_checkpoint():
     assert cells[0] == "vae-l2-b1" and cells[5] == "100"
     neg_elbo, bce, kl, iw = map(float, cells[1:5])
     assert abs(neg_elbo - (bce + kl)) < 0.02 and 100 < iw < neg_elbo + 10
+
+
+def test_a_custom_model_never_replaces_a_file_already_at_out(tmp_path):
+    """(An autoencoder with 0 epochs: no importance-weighted bound to compute, so the test stays quick.)"""
+    out = tmp_path / "mine"
+    ours = run_cli("train", "--model", "autoencoder", "--epochs", "0", "--out", str(out))
+    assert ours.returncode == 0, ours.stderr
+    weights = (tmp_path / "mine.safetensors").read_bytes()
+    again = run_cli("train", "--model", "autoencoder", "--epochs", "0", "--seed", "1", "--out", str(out))
+    assert again.returncode == 2
+    assert "mine.safetensors already exists: choose another --out, or add --overwrite" in again.stderr
+    assert (tmp_path / "mine.safetensors").read_bytes() == weights  # untouched
+    replaced = run_cli("train", "--model", "autoencoder", "--epochs", "0", "--seed", "1", "--out", str(out),
+                       "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    assert (tmp_path / "mine.safetensors").read_bytes() != weights  # seed 1 initialises other weights

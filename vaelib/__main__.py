@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activation", choices=["relu", "tanh"], default="relu")
     p.add_argument("--mixed-precision", action="store_true", help="bfloat16 forward passes")
     p.add_argument("--out", help="checkpoint path for a custom model (required with --model)")
+    p.add_argument("--overwrite", action="store_true", help="with --out: replace a checkpoint already there")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
 
     p = commands.add_parser("evaluate", help="test metrics of a checkpoint",
@@ -88,6 +89,9 @@ def cmd_train(args) -> None:
     if args.model:
         if args.names or not args.out:
             raise ValueError("--model trains one custom model: give --out PATH and no registry names")
+        existing = [path for path in checkpoints.paths(args.out) if path.exists()]
+        if existing and not args.overwrite:  # checked before training: nothing of the user's is replaced
+            raise ValueError(f"{existing[0]} already exists: choose another --out, or add --overwrite to replace it")
         spec = registry.custom_recipe(args.model, args.latent_dim, args.beta, args.epochs, args.seed,
                                       args.batch_size, args.lr, args.activation, args.mixed_precision)
         model, history, metrics = registry.train_recipe(spec, device=args.device, progress=True)
