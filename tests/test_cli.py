@@ -10,7 +10,7 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "vaelib", *args], capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["list"], ["sweep"]])
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["list"], ["download"], ["sweep"]])
 def test_help_everywhere(command):
     result = run_cli(*command, "--help")
     assert result.returncode == 0 and "usage:" in result.stdout

@@ -3,6 +3,7 @@ import functools
 import gzip
 import hashlib
 import http.server
+import inspect
 import shutil
 import threading
 from pathlib import Path
@@ -56,7 +57,16 @@ def test_missing_file_names_file_folder_and_fix(tmp_path):
         data.load_mnist("test", root=tmp_path)
     message = str(error.value)
     assert "t10k-images-idx3-ubyte" in message and str(tmp_path / "MNIST" / "raw") in message
-    assert "VAELIB_DATA" in message and "download=True" in message
+    assert "VAELIB_DATA" in message and "python -m vaelib download --dataset mnist" in message
+    assert "load_mnist(..., download_missing=True)" in message
+    assert "download_missing" in inspect.signature(data.load_mnist).parameters  # the fix it names exists
+
+
+def test_missing_file_message_gives_the_absolute_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a notebook's working folder: "./data" alone would not say where
+    monkeypatch.delenv("VAELIB_DATA", raising=False)
+    with pytest.raises(data.DataError, match=f"missing from {tmp_path / 'data' / 'MNIST' / 'raw'}"):
+        data.load_mnist("test")
 
 
 def test_corrupt_file_is_refused_and_kept(tmp_path):
@@ -107,6 +117,19 @@ def test_download_from_a_local_mirror(tmp_path, local_mirror, monkeypatch):
     assert x.shape == (10_000, 784)
     files = sorted(p.name for p in (tmp_path / "MNIST" / "raw").iterdir())
     assert files == sorted(f"{name}.gz" for name in data.DATASETS["mnist"].sha256)  # no .part left behind
+
+
+def test_download_command_fetches_into_root(tmp_path, local_mirror, capsys):
+    from vaelib.__main__ import main
+
+    assert main(["download", "--root", str(tmp_path), "--mirror", local_mirror]) == 0
+    assert f"MNIST is ready in {tmp_path / 'MNIST' / 'raw'}" in capsys.readouterr().out
+    x, _ = data.load_mnist("test", root=tmp_path)
+    assert x.shape == (10_000, 784)
+    kept = (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz")
+    kept.write_bytes(b"a user's file")
+    assert main(["download", "--root", str(tmp_path), "--mirror", local_mirror]) == 2  # corrupt: named, kept
+    assert "t10k-labels-idx1-ubyte.gz" in capsys.readouterr().err and kept.read_bytes() == b"a user's file"
 
 
 def test_download_rejects_a_bad_mirror(tmp_path):

@@ -1,4 +1,4 @@
-"""Command line: `python -m vaelib {train,evaluate,list,sweep} --help`."""
+"""Command line: `python -m vaelib {train,evaluate,list,download,sweep,export-web} --help`."""
 from __future__ import annotations
 
 import argparse
@@ -48,6 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("list", help="the registry with each checkpoint's status and metrics",
                         description="The registry with each checkpoint's status and stored metrics.")
+
+    p = commands.add_parser("download", help="fetch MNIST (or Fashion-MNIST) into the data folder",
+                            description="Download the dataset's missing IDX files from the canonical mirrors "
+                                        "and check their SHA-256. Files already there are never replaced.")
+    p.add_argument("--dataset", choices=sorted(data.DATASETS), default="mnist")
+    p.add_argument("--root", help=f"data root (default: ${data.ENV_VAR}, else ./data)")
+    p.add_argument("--mirror", action="append", help="a base URL to fetch from instead (repeatable)")
 
     p = commands.add_parser("export-web", help="write the data file of the book's in-browser explorers",
                             description="Write the decoder weights, latent means and traversal frames that "
@@ -110,6 +117,13 @@ def cmd_train(args) -> None:
         print(f"saved {path}")
 
 
+def cmd_download(args) -> None:
+    folder = data.download(args.dataset, args.root, mirrors=tuple(args.mirror) if args.mirror else None)
+    for split in ("train", "test"):
+        data.load_mnist(split, args.root, args.dataset)  # every file present and its SHA-256 right
+    print(f"{args.dataset.upper()} is ready in {folder.absolute()}")
+
+
 def cmd_evaluate(args) -> None:
     targets = list(registry.REGISTRY) if args.targets == ["all"] else args.targets
     if not targets:
@@ -145,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "sweep":
             sweep.run(args.notebook, args.parameter, args.out)
+        elif args.command == "download":
+            cmd_download(args)
         elif args.command == "export-web":
             from . import web
             print(f"wrote {web.export(args.path)}")

@@ -116,7 +116,8 @@ def _fix_hint(dataset: str) -> str:
     info = _dataset_info(dataset)
     return (
         f"Set {ENV_VAR} to the folder that holds {info.folder}/raw/ (on this course's machines: "
-        f"{ENV_VAR}=../shared/data), or call with download=True to fetch the files from {info.mirrors[0]}"
+        f"{ENV_VAR}=../shared/data), or fetch the files from {info.mirrors[0]} with "
+        f"`python -m vaelib download --dataset {dataset}` or `load_mnist(..., download_missing=True)`"
     )
 
 
@@ -140,7 +141,7 @@ def read_idx(name: str, dataset: str = "mnist", root: str | os.PathLike | None =
     path = _find(name, [folder, *map(Path, info.extra_folders)])
     if path is None:
         raise DataError(
-            f"{name}[.gz] is missing from {folder}. {_fix_hint(dataset)}."
+            f"{name}[.gz] is missing from {folder.absolute()}. {_fix_hint(dataset)}."
         )
     data = _decompressed_bytes(path)
     digest = hashlib.sha256(data).hexdigest()
