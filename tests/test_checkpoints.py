@@ -97,7 +97,7 @@ def test_killed_training_leaves_the_previous_checkpoint(saved):
     stem, _ = saved
     before = {p.name: p.read_bytes() for p in stem.parent.iterdir()}
     process = subprocess.Popen([sys.executable, "-m", "vaelib", "train", "--model", "vae", "--epochs", "50",
-                                "--out", str(stem)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                "--out", str(stem), "--overwrite"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     seen = b""
     while b"training:" not in seen and time.time() < deadline:  # wait until batches are running
@@ -114,7 +114,8 @@ def test_killed_training_leaves_the_previous_checkpoint(saved):
 def test_diverging_training_fails_clearly_and_keeps_the_checkpoint(saved):
     stem, _ = saved
     before = {p.name: p.read_bytes() for p in stem.parent.iterdir()}
-    result = run_cli("train", "--model", "vae", "--epochs", "1", "--lr", "1e12", "--out", str(stem))
+    result = run_cli("train", "--model", "vae", "--epochs", "1", "--lr", "1e12", "--out", str(stem),
+                     "--overwrite")
     assert result.returncode == 1
     assert "training diverged" in result.stderr and "epoch 1, batch" in result.stderr
     assert {p.name: p.read_bytes() for p in stem.parent.iterdir()} == before
