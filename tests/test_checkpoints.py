@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from vaelib import checkpoints, models, registry
+from vaelib import checkpoints, models, registry, train
 
 CONFIG = {"kind": "vae", "latent_dim": 2, "beta": 1.0, "activation": "relu", "epochs": 1, "seed": 0,
           "batch_size": 128, "lr": 1e-3}
@@ -160,7 +160,6 @@ def test_shipped_checkpoints_are_valid(name):
 
 
 def test_shipped_metrics_are_reproduced_from_the_stored_weights(mnist_test):
-    from vaelib import train
     model, sidecar = checkpoints.load("vae-l2-b1")
     assert abs(train.evaluate(model, mnist_test[0])["loss"] - sidecar["metrics"]["neg_elbo"]) < 1e-3
 
@@ -175,7 +174,15 @@ def test_unknown_model_name_lists_the_valid_ones():
     ({"latent_dim": 0}, "latent_dim must be an integer >= 1"),
     ({"epochs": -3}, "epochs must be an integer >= 0"),
     ({"train_subset": 0}, "train_subset must be an integer >= 1"),
+    ({"train_subset": 100_000}, r"train_subset must be at most 60000, the number of training images"),
+    ({"seed": "x"}, "seed must be an integer >= 0, got 'x'"),
+    ({"retrain": "yes"}, "retrain must be True or False, got 'yes'"),
+    ({"activation": "gelu"}, r"unknown activation 'gelu': choose one of \['relu', 'tanh'\]"),
 ])
-def test_chapter_parameters_are_validated_before_training(changes, message):
+def test_chapter_parameters_are_validated_before_training(changes, message, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started before the parameters were checked")
+
+    monkeypatch.setattr(train, "fit", no_training)
     with pytest.raises(ValueError, match=message):
         registry.load_or_train("vae-l2-b1", progress=False, **changes)

@@ -72,6 +72,8 @@ def custom_recipe(kind: str = "vae", latent_dim: int = 2, beta: float = 1.0, epo
     train.check_positive_int("epochs", epochs, minimum=0)
     train.check_positive_int("batch_size", batch_size)
     train.check_learning_rate(lr)
+    train.check_positive_int("seed", seed, minimum=0)
+    train.check_flag("mixed_precision", mixed_precision)
     models.activation_layer(activation)
     return Recipe(kind, latent_dim, losses.check_beta(beta), epochs, seed, batch_size, float(lr), activation,
                   mixed_precision)
@@ -105,6 +107,9 @@ def train_recipe(spec: Recipe, train_subset: int | None = None, device=None, pro
     test_x, _ = data.load_mnist("test")
     if train_subset is not None:
         train.check_positive_int("train_subset", train_subset)
+        if train_subset > len(train_x):
+            raise ValueError(f"train_subset must be at most {len(train_x)}, the number of training images, "
+                             f"got {train_subset} (None trains on all of them)")
         train_x = train_x[:train_subset]
     torch.manual_seed(spec.seed)
     model = models.build(spec.kind, spec.latent_dim, spec.activation, **spec.options())
@@ -155,6 +160,7 @@ def load_or_train(name: str, retrain: bool = False, train_subset: int | None = N
     Introduced in: 02_autoencoder
     """
     spec = recipe(name)
+    train.check_flag("retrain", retrain)
     changes = {key: value for key, value in dict(overrides, epochs=epochs).items()
                if value is not None and value != getattr(spec, key)}
     if changes:

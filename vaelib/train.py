@@ -50,6 +50,13 @@ def check_positive_int(name: str, value, minimum: int = 1) -> int:
     return value
 
 
+def check_flag(name: str, value) -> bool:
+    """A True/False setting: a string such as 'yes' or 'false' is refused rather than read as truthy."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
 def check_learning_rate(lr) -> float:
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
@@ -77,6 +84,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
     """
     check_positive_int("epochs", epochs, minimum=0)
     check_positive_int("batch_size", batch_size)
+    check_positive_int("seed", seed, minimum=0)
     beta = losses.check_beta(beta)
     lr = check_learning_rate(lr)
     if train_x.ndim != 2 or train_x.shape[1] != 784:
