@@ -72,9 +72,9 @@ def tiny_notebook(path: Path) -> Path:
 
     notebook = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                                  "language": "python"}})
+    results = "import json, math\nprint('RESULTS', json.dumps({'root': math.sqrt(x)}))"
     notebook.cells = [nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
-                      nbformat.v4.new_code_cell("import json, math\nprint('RESULTS', json.dumps({'root': math.sqrt(x)}))",
-                                                metadata={"tags": ["results"]})]
+                      nbformat.v4.new_code_cell(results, metadata={"tags": ["results"]})]
     nbformat.write(notebook, path)
     return path
 

@@ -97,5 +97,6 @@ def run(notebook: str, parameters: list[list[str]], out: str = "_build/sweeps") 
     print(table.read_text())
     if failures:
         raise SweepFailed(f"{len(failures)} of {len(points)} runs failed: {'; '.join(failures)}. The table "
-                          f"{table} has a row for every run; each failed run's notebook in {folder} shows its traceback")
+                          f"{table} has a row for every run; each failed run's notebook in {folder} shows "
+                          f"its traceback")
     return table

@@ -28,16 +28,17 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """`None` picks CUDA when present, else the CPU; a named device must exist on this machine."""
     if device is None:
         return default_device()
+    choices = f"device must be 'cpu', 'cuda', 'mps' or None (pick automatically), got {device!r}"
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device must be 'cpu', 'cuda', 'mps' or None (pick automatically), got {device!r}") from error
+        raise ValueError(choices) from error
     available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if resolved.type not in available:
-        raise ValueError(f"device must be 'cpu', 'cuda', 'mps' or None (pick automatically), got {device!r}")
+        raise ValueError(choices)
     if not available[resolved.type]:
-        raise ValueError(f"device {device!r} was asked for, but this PyTorch has no {resolved.type.upper()} device "
-                         f"here: use device='cpu', or device=None to pick automatically")
+        raise ValueError(f"device {device!r} was asked for, but this PyTorch has no {resolved.type.upper()} "
+                         f"device here: use device='cpu', or device=None to pick automatically")
     if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
         raise ValueError(f"device {device!r} was asked for, but this machine has {torch.cuda.device_count()} "
                          f"CUDA device(s), numbered from 0")

@@ -40,8 +40,9 @@ class LatentExplorer:
             for u in range(model.latent_dim)
         ]
         self.scale = scale
-        size = f"{28 * scale}px"  # fixed, and kept at the top: a flex row would stretch it to the sliders' height
-        self.image = widgets.Image(format="png", layout=widgets.Layout(width=size, height=size, align_self="flex-start"))
+        size = f"{28 * scale}px"  # fixed and kept at the top: a flex row would stretch it to the sliders' height
+        self.image = widgets.Image(format="png",
+                                   layout=widgets.Layout(width=size, height=size, align_self="flex-start"))
         for slider in self.sliders:
             slider.observe(self._redraw, names="value")
         self.widget = widgets.HBox([widgets.VBox(self.sliders), self.image])
