@@ -1,6 +1,6 @@
 """Training speed: vaelib's loop against a conventional Dataset + DataLoader loop and the compute floor.
 
-    python benchmarks/train_speed.py [--epochs 3] [--conv-steps 20] [--skip-conv]
+    python benchmarks/train_speed.py [--epochs 3] [--conv-steps 20] [--skip-conv] [--mlp-variants]
 
 1. The pytorch/examples VAE recipe (784-400-20, batch 128, Adam 1e-3), trained three ways, epoch by
    epoch in turn so that the shared machine's noise hits all three alike:
@@ -9,6 +9,8 @@
    - floor: the same forward, backward and Adam step as vaelib, repeated on one ready batch.
 2. The conv VAE's training step: plain `nn.ConvTranspose2d` in float32 with the standard Adam,
    against vaelib's fast path (1x1 transposed conv as a linear map, bfloat16 autocast, fused Adam).
+3. With --mlp-variants: the MLP step itself in float32, under bfloat16 autocast and through
+   torch.compile, to see whether the compute floor can be lowered.
 Speeds are reported as ratios measured in the same run.
 """
 from __future__ import annotations
@@ -127,11 +129,42 @@ def conv_step_ms(fast: bool, steps: int) -> float:
     return (time.perf_counter() - start) / steps * 1000
 
 
+def mlp_step_ms(variant: str, steps: int = 300) -> float:
+    """vaelib's MLP VAE step (784-400-20, batch 128) as it is ("float32"), under bfloat16 autocast
+    ("bfloat16"), or with forward and backward through `torch.compile` ("compiled")."""
+    torch.manual_seed(0)
+    model = models.VAE(latent_dim=20)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    x = data.load_mnist("test")[0][:128]
+
+    def forward_backward(x):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "bfloat16"):
+            logits, mu, logvar = model(x)
+        loss = losses.vae_loss(logits, x, mu, logvar, 1.0).total
+        loss.backward()
+
+    run = torch.compile(forward_backward) if variant == "compiled" else forward_backward
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        run(x)
+        optimizer.step()
+
+    for _ in range(20):  # warm-up (and, for "compiled", the compilation)
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--conv-steps", type=int, default=20)
     parser.add_argument("--skip-conv", action="store_true")
+    parser.add_argument("--mlp-variants", action="store_true",
+                        help="also time the MLP step under bfloat16 autocast and torch.compile")
     args = parser.parse_args()
     torch.set_num_threads(torch.get_num_threads())
     train_x, _ = data.load_mnist("train")
@@ -152,6 +185,15 @@ def main() -> None:
         loss = f"{test_loss[kind]:.1f}" if kind in test_loss else "-"
         print(f"| {kind} | {per_epoch[kind]:.2f} | {per_epoch['conventional'] / per_epoch[kind]:.2f}x faster | "
               f"{per_epoch[kind] / per_epoch['floor']:.2f}x the floor | {loss} |")
+    if args.mlp_variants:
+        variants = ["float32", "bfloat16", "compiled", "float32"]  # float32 twice: bracket against drift
+        times = [mlp_step_ms(variant) for variant in variants]
+        baseline = (times[0] + times[-1]) / 2
+        print("\nMLP VAE 784-400-20 training step, batch 128 (can the floor itself go faster?)\n")
+        print("| step | ms / step | speed-up |")
+        print("|---|---|---|")
+        for variant, ms in zip(variants[:3], [baseline, *times[1:3]]):
+            print(f"| {variant} | {ms:.2f} | {baseline / ms:.2f}x |")
     if args.skip_conv:
         return
     plain = conv_step_ms(False, args.conv_steps)
