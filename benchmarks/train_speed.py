@@ -107,11 +107,21 @@ class Runner:
         return self.model.decode(z), mu, logvar
 
 
-def conv_step_ms(fast: bool, steps: int) -> float:
+def ms_per_step(step, steps: int, warmup: int) -> float:
+    """Milliseconds per call of `step`, after `warmup` untimed calls."""
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps * 1000
+
+
+def conv_step_ms(x: torch.Tensor, fast: bool, steps: int) -> float:
+    """The conv VAE's (L = 2) training step on the batch `x` (B, 784), plain or with vaelib's fast path."""
     torch.manual_seed(0)
     model = models.ConvVAE(latent_dim=2, fast=fast)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fast)
-    x = data.load_mnist("test")[0][:128]
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
@@ -121,21 +131,15 @@ def conv_step_ms(fast: bool, steps: int) -> float:
         loss.backward()
         optimizer.step()
 
-    for _ in range(3):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) / steps * 1000
+    return ms_per_step(step, steps, warmup=3)
 
 
-def mlp_step_ms(variant: str, steps: int = 300) -> float:
-    """vaelib's MLP VAE step (784-400-20, batch 128) as it is ("float32"), under bfloat16 autocast
-    ("bfloat16"), or with forward and backward through `torch.compile` ("compiled")."""
+def mlp_step_ms(x: torch.Tensor, variant: str, steps: int = 300) -> float:
+    """vaelib's MLP VAE step (784-400-20) on the batch `x` (B, 784) as it is ("float32"), under bfloat16
+    autocast ("bfloat16"), or with forward and backward through `torch.compile` ("compiled")."""
     torch.manual_seed(0)
     model = models.VAE(latent_dim=20)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-    x = data.load_mnist("test")[0][:128]
 
     def forward_backward(x):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "bfloat16"):
@@ -150,12 +154,7 @@ def mlp_step_ms(variant: str, steps: int = 300) -> float:
         run(x)
         optimizer.step()
 
-    for _ in range(20):  # warm-up (and, for "compiled", the compilation)
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) / steps * 1000
+    return ms_per_step(step, steps, warmup=20)  # for "compiled", the warm-up compiles
 
 
 def main() -> None:
@@ -187,7 +186,7 @@ def main() -> None:
               f"{per_epoch[kind] / per_epoch['floor']:.2f}x the floor | {loss} |")
     if args.mlp_variants:
         variants = ["float32", "bfloat16", "compiled", "float32"]  # float32 twice: bracket against drift
-        times = [mlp_step_ms(variant) for variant in variants]
+        times = [mlp_step_ms(test_x[:128], variant) for variant in variants]
         baseline = (times[0] + times[-1]) / 2
         print("\nMLP VAE 784-400-20 training step, batch 128 (can the floor itself go faster?)\n")
         print("| step | ms / step | speed-up |")
@@ -196,9 +195,9 @@ def main() -> None:
             print(f"| {variant} | {ms:.2f} | {baseline / ms:.2f}x |")
     if args.skip_conv:
         return
-    plain = conv_step_ms(False, args.conv_steps)
-    fast = conv_step_ms(True, args.conv_steps)
-    plain_again = conv_step_ms(False, args.conv_steps)  # bracket the fast run against drift
+    plain = conv_step_ms(test_x[:128], False, args.conv_steps)
+    fast = conv_step_ms(test_x[:128], True, args.conv_steps)
+    plain_again = conv_step_ms(test_x[:128], False, args.conv_steps)  # bracket the fast run against drift
     baseline = (plain + plain_again) / 2
     print("\nConv VAE (L = 2) training step, batch 128\n")
     print("| path | ms / step | speed-up |")

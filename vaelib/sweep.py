@@ -76,7 +76,7 @@ def run(notebook: str, parameters: list[list[str]], out: str = "_build/sweeps") 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     points = list(itertools.product(*grid.values()))
-    rows, failures, table = [], [], None
+    rows, failures = [], []
     for number, values in enumerate(points, start=1):
         chosen = dict(zip(grid, values))
         label = "_".join(f"{name}={value}" for name, value in chosen.items())
