@@ -98,6 +98,32 @@ def test_fast_transposed_conv_agrees_with_the_plain_layer():
             assert torch.allclose(p.grad, q.grad, atol=1e-5, rtol=1e-3), name
 
 
+@pytest.mark.parametrize("c_in, c_out, kernel, stride, size", [
+    (1024, 256, 4, 2, 1),  # 1x1 input: one linear map (the decoder's first layer)
+    (128, 1, 6, 2, 12),  # stride divides kernel, large input: the sub-pixel convolution (its last layer)
+    (8, 3, 4, 2, 9),  # the same path with several output channels and an odd size
+    (256, 128, 6, 2, 4),  # small input: the parent's kernel
+    (4, 2, 5, 2, 8),  # stride does not divide the kernel: the parent's kernel
+])
+def test_each_fast_path_of_the_transposed_conv_matches_the_plain_layer(c_in, c_out, kernel, stride, size):
+    torch.manual_seed(0)
+    plain = nn.ConvTranspose2d(c_in, c_out, kernel, stride=stride)
+    fast = models.FastConvTranspose2d(c_in, c_out, kernel, stride=stride)
+    fast.load_state_dict(plain.state_dict())
+    x = torch.randn(5, c_in, size, size)
+    outputs, grads = [], []
+    for layer in (plain, fast):
+        x_in = x.clone().requires_grad_()
+        out = layer(x_in)
+        out.backward(torch.linspace(-0.5, 1.5, out.numel()).view_as(out))  # differs per pixel, sum far from 0
+        outputs.append(out.detach())
+        grads.append([x_in.grad, layer.weight.grad, layer.bias.grad])
+    assert outputs[0].shape == outputs[1].shape == (5, c_out, (size - 1) * stride + kernel, (size - 1) * stride + kernel)
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-5, rtol=1e-4)
+    for name, a, b in zip(("input", "weight", "bias"), *grads):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), name
+
+
 def test_bfloat16_autocast_keeps_the_function():
     torch.manual_seed(0)
     model = models.ConvVAE(latent_dim=2)

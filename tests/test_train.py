@@ -1,10 +1,11 @@
 import math
+import warnings
 
 import pytest
 import torch
 from torch import distributions as D
 
-from vaelib import models, registry, train
+from vaelib import device, models, registry, train
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +65,23 @@ def test_wrong_image_shape_is_refused():
         train.fit(models.VAE(), torch.rand(10, 28, 28), progress=False)
 
 
-def test_conv_vae_trains_with_mixed_precision(small):
+def test_conv_vae_trains_with_automatic_precision(small):
     torch.manual_seed(0)
     model = models.ConvVAE(latent_dim=2)
-    history = train.fit(model, small[0][:512], epochs=2, batch_size=64, mixed_precision=True, progress=False)
+    history = train.fit(model, small[0][:512], epochs=2, batch_size=64, mixed_precision="auto", progress=False)
     assert history[1]["train_loss"] < history[0]["train_loss"]
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay float32
+    chosen = device.choose_precision("cpu", models.ConvVAE(latent_dim=2), small[0][:64]).precision
+    assert [row["precision"] for row in history] == [chosen, chosen]
+
+
+def test_forced_bfloat16_trains_in_bfloat16(small):
+    torch.manual_seed(0)
+    model = models.ConvVAE(latent_dim=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # on a CPU without native bfloat16 it warns (tests/test_device.py)
+        history = train.fit(model, small[0][:64], epochs=1, batch_size=32, mixed_precision=True, progress=False)
+    assert history[0]["precision"] == "bfloat16"
 
 
 def reference_iw_bound(model, x, k):

@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--activation", choices=["relu", "tanh"], default="relu")
-    p.add_argument("--mixed-precision", action="store_true", help="bfloat16 forward passes")
+    p.add_argument("--precision", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                   help="the forward pass's precision; auto: bfloat16 only where it is faster on this machine")
     p.add_argument("--out", help="checkpoint path for a custom model (required with --model)")
     p.add_argument("--overwrite", action="store_true", help="with --out: replace a checkpoint already there")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
@@ -100,7 +101,7 @@ def cmd_train(args) -> None:
         if existing and not args.overwrite:  # checked before training: nothing of the user's is replaced
             raise ValueError(f"{existing[0]} already exists: choose another --out, or add --overwrite to replace it")
         spec = registry.custom_recipe(args.model, args.latent_dim, args.beta, args.epochs, args.seed,
-                                      args.batch_size, args.lr, args.activation, args.mixed_precision)
+                                      args.batch_size, args.lr, args.activation, args.precision)
         model, history, metrics = registry.train_recipe(spec, device=args.device, progress=True)
         path = registry.save_trained(args.out, spec, model, history, metrics)
         print(f"saved {path}: {json.dumps(metrics)}")

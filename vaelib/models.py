@@ -110,21 +110,47 @@ class VAE(nn.Module):
 
 
 class FastConvTranspose2d(nn.ConvTranspose2d):
-    """An `nn.ConvTranspose2d` that computes a 1x1 input as the linear map that it then is.
+    """An `nn.ConvTranspose2d` computed the way a CPU does fastest, with the same function.
 
-    On a 1x1 input, a transposed convolution spreads each input channel's value over one (C_out, k, k)
-    patch: out = x (B, C_in) @ W (C_in, C_out*k*k) + b. One matrix product is cheaper on a CPU than the
-    generic convolution kernels, forward and backward. Larger inputs go to the parent's forward.
-    Same parameters and state-dict keys, so checkpoints load into either layer.
+    - On a 1x1 input, a transposed convolution spreads each input channel's value over one
+      (C_out, k, k) patch: out = x (B, C_in) @ W (C_in, C_out*k*k) + b, one matrix product.
+    - When the stride s divides the kernel k, every output pixel of phase (a, b) = (row mod s,
+      column mod s) sees only the taps W[..., a + s*p, b + s*q]: the layer is a plain convolution with
+      (k/s) x (k/s) kernels and C_out*s*s output channels, whose phases `pixel_shuffle` interleaves
+      back (the "sub-pixel" form of Shi et al. 2016). oneDNN runs that convolution directly, in
+      channels-last memory, with no col2im. Used where the zero padding it needs costs little
+      (at most 1.5x the multiply-adds: inputs at least 4x the kernel's k/s).
+    Other shapes go to the parent's forward. Same parameters and state-dict keys, so checkpoints load
+    into either layer; outputs and gradients agree with `nn.ConvTranspose2d` (tests/test_models.py).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2:] != (1, 1) or self.padding != (0, 0):
-            return super().forward(x)
+        plain = (self.padding == (0, 0) and self.output_padding == (0, 0) and self.dilation == (1, 1)
+                 and self.groups == 1 and x.ndim == 4)
+        if plain and x.shape[-2:] == (1, 1):
+            return self._as_linear(x)
+        stride, kernel = self.stride[0], self.kernel_size[0]
+        square = self.stride == (stride, stride) and self.kernel_size == (kernel, kernel)
+        if plain and square and kernel % stride == 0 and min(x.shape[-2:]) >= 4 * (kernel // stride):
+            return self._as_subpixel_conv(x)
+        return super().forward(x)
+
+    def _as_linear(self, x: torch.Tensor) -> torch.Tensor:
         c_out, (k_h, k_w) = self.out_channels, self.kernel_size
         weight = self.weight.reshape(self.in_channels, c_out * k_h * k_w)  # (C_in, C_out*k*k)
         out = F.linear(x.flatten(1), weight.t())  # (B, C_in) -> (B, C_out*k*k)
         return out.view(-1, c_out, k_h, k_w) + self.bias.view(1, -1, 1, 1)  # (B, C_out, k, k)
+
+    def _as_subpixel_conv(self, x: torch.Tensor) -> torch.Tensor:
+        s, r = self.stride[0], self.kernel_size[0] // self.stride[0]  # stride, taps per phase
+        c_in, c_out = self.in_channels, self.out_channels
+        # W (C_in, C_out, k, k) with k = s*p + a  ->  (C_out, s, s, C_in, r, r), taps reversed: a convolution
+        # correlates where a transposed convolution scatters.
+        weight = self.weight.view(c_in, c_out, r, s, r, s).permute(1, 3, 5, 0, 2, 4).flip(-1, -2)
+        weight = weight.reshape(c_out * s * s, c_in, r, r)
+        x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's fastest layout
+        phases = F.conv2d(x, weight, self.bias.repeat_interleave(s * s), padding=r - 1)  # (B, C_out*s*s, H+r-1, W+r-1)
+        return F.pixel_shuffle(phases, s)  # (B, C_out, s*(H+r-1), s*(W+r-1)) = (B, C_out, (H-1)*s + k, ...)
 
 
 class ConvVAE(nn.Module):

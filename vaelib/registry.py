@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from . import checkpoints, data, losses, models, train
+from .device import check_mixed_precision
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Recipe:
     batch_size: int = 128
     lr: float = 1e-3
     activation: str = "relu"  # of the encoder
-    mixed_precision: bool = False  # bfloat16 forward passes (the conv models, for CPU speed)
+    mixed_precision: bool | str = False  # "auto": bfloat16 forward passes where faster here (device.py)
     iw_images: int = 10_000  # test images for the importance-weighted bound (k = 1000)
     description: str = ""
     bottleneck_relu: bool = True  # the autoencoder only: the original's ReLU on the code
@@ -40,7 +41,7 @@ class Recipe:
         return {"bottleneck_relu": self.bottleneck_relu} if self.kind == "autoencoder" else {}
 
 
-CONV = dict(kind="conv_vae", mixed_precision=True, iw_images=500)
+CONV = dict(kind="conv_vae", mixed_precision="auto", iw_images=500)
 REGISTRY = {
     "autoencoder-l2": Recipe("autoencoder", 2, 0.0, description="autoencoder, ReLU on the code (02)"),
     "autoencoder-l2-linear": Recipe("autoencoder", 2, 0.0, bottleneck_relu=False,
@@ -64,7 +65,7 @@ def recipe(name: str) -> Recipe:
 
 def custom_recipe(kind: str = "vae", latent_dim: int = 2, beta: float = 1.0, epochs: int = 20, seed: int = 0,
                   batch_size: int = 128, lr: float = 1e-3, activation: str = "relu",
-                  mixed_precision: bool = False) -> Recipe:
+                  mixed_precision: bool | str = False) -> Recipe:
     """A recipe from loose settings, every one of them checked."""
     if kind not in models.MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}: choose one of {sorted(models.MODEL_KINDS)}")
@@ -73,7 +74,7 @@ def custom_recipe(kind: str = "vae", latent_dim: int = 2, beta: float = 1.0, epo
     train.check_positive_int("batch_size", batch_size)
     train.check_learning_rate(lr)
     train.check_positive_int("seed", seed, minimum=0)
-    train.check_flag("mixed_precision", mixed_precision)
+    check_mixed_precision(mixed_precision)
     models.activation_layer(activation)
     return Recipe(kind, latent_dim, losses.check_beta(beta), epochs, seed, batch_size, float(lr), activation,
                   mixed_precision)
@@ -180,14 +181,21 @@ def load_or_train(name: str, retrain: bool = False, train_subset: int | None = N
     model, history, metrics = train_recipe(spec, train_subset, device, progress, compute_metrics=save)
     if save:
         save_trained(stem, spec, model, history, metrics)
-    model.record = {**spec.config(), "mixed_precision": spec.mixed_precision, "train_subset": train_subset,
+    model.record = {**spec.config(), "mixed_precision": spec.mixed_precision,
+                    "precision": trained_precision(history), "train_subset": train_subset,
                     "history": history, "metrics": metrics}
     return model.eval()
 
 
+def trained_precision(history: list) -> str:
+    """The precision that trained the model ('float32', 'bfloat16', ...), from its history."""
+    return history[-1].get("precision", "float32") if history else "float32"
+
+
 def save_trained(stem: str | Path, spec: Recipe, model: nn.Module, history: list, metrics: dict) -> Path:
     """Save a model trained with `spec`, its recipe and the data's checksums in the sidecar."""
-    config = {**spec.config(), "mixed_precision": spec.mixed_precision, "data_sha256": data.DATASETS["mnist"].sha256}
+    config = {**spec.config(), "mixed_precision": spec.mixed_precision, "precision": trained_precision(history),
+              "data_sha256": data.DATASETS["mnist"].sha256}
     return checkpoints.save(stem, model, config, history, metrics)
 
 

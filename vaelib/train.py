@@ -13,36 +13,11 @@ from tqdm.auto import tqdm
 
 from . import losses
 from .data import Batches
+from .device import autocast, choose_precision, default_device, grad_scaler, resolve_device  # noqa: F401
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite. The message names the epoch and the batch."""
-
-
-def default_device() -> torch.device:
-    """CUDA when present, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """`None` picks CUDA when present, else the CPU; a named device must exist on this machine."""
-    if device is None:
-        return default_device()
-    choices = f"device must be 'cpu', 'cuda', 'mps' or None (pick automatically), got {device!r}"
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(choices) from error
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if resolved.type not in available:
-        raise ValueError(choices)
-    if not available[resolved.type]:
-        raise ValueError(f"device {device!r} was asked for, but this PyTorch has no {resolved.type.upper()} "
-                         f"device here: use device='cpu', or device=None to pick automatically")
-    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"device {device!r} was asked for, but this machine has {torch.cuda.device_count()} "
-                         f"CUDA device(s), numbered from 0")
-    return resolved
 
 
 def check_positive_int(name: str, value, minimum: int = 1) -> int:
@@ -64,22 +39,18 @@ def check_learning_rate(lr) -> float:
     return float(lr)
 
 
-def _autocast(device: torch.device, mixed_precision: bool):
-    """bfloat16 autocast for the forward pass when asked; master weights and the loss stay float32."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed_precision)
-
-
 def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = None, *,
         epochs: int = 20, beta: float = 1.0, lr: float = 1e-3, batch_size: int = 128, seed: int = 0,
-        device: str | torch.device | None = None, mixed_precision: bool = False,
+        device: str | torch.device | None = None, mixed_precision: bool | str = False,
         progress: bool = True) -> list[dict]:
     """Train `model` on `train_x` (N, 784) with Adam and the loss BCE + beta * KL.
 
     Returns the history: one dict per epoch with the per-image train loss and its two parts, and the
     same on `test_x` when given. The same seed on the same machine gives the same history, bit for
     bit. A NaN or infinite loss stops training with `TrainingDiverged`.
-    `mixed_precision=True` runs the forward pass in bfloat16 (about twice as fast for the conv VAE on
-    CPUs with AVX-512 BF16), keeping float32 weights.
+    `mixed_precision="auto"` runs the forward pass under bfloat16 autocast where that is faster on this
+    machine (`device.choose_precision` says what it picks and why), keeping float32 weights; True forces
+    bfloat16, False float32. Each history row records the precision as `precision`.
 
     Introduced in: 02_autoencoder
     """
@@ -91,10 +62,12 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
     if train_x.ndim != 2 or train_x.shape[1] != 784:
         raise ValueError(f"train_x must have shape (N, 784), got {tuple(train_x.shape)}")
     device = resolve_device(device)
-    torch.manual_seed(seed)  # the reparameterization noise
     model.to(device)
     train_x = train_x.to(device)
+    precision = choose_precision(device, model, train_x[:batch_size], mixed_precision).precision
+    torch.manual_seed(seed)  # the reparameterization noise
     batches = Batches(train_x, batch_size=batch_size, seed=seed)
+    scaler = grad_scaler(device, precision)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999),
                                  fused=device.type in ("cpu", "cuda"))
     history = []
@@ -104,7 +77,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
         start = time.perf_counter()
         sums = torch.zeros(3, dtype=torch.float64)
         for batch_index, x in enumerate(batches, start=1):
-            with _autocast(device, mixed_precision):
+            with autocast(device, precision):
                 logits, mu, logvar = model(x)
             parts = losses.vae_loss(logits, x, mu, logvar, beta)
             values = torch.stack([p.detach() for p in parts]).double().cpu()  # (3,)
@@ -115,16 +88,17 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
                     f"{len(batches)}: training diverged. Lower the learning rate (lr={lr}) or beta "
                     f"(beta={beta}).")
             optimizer.zero_grad(set_to_none=True)
-            parts.total.backward()
-            optimizer.step()
+            scaler.scale(parts.total).backward()
+            scaler.step(optimizer)
+            scaler.update()
             sums += values
             bar.update(1)
             if batch_index % 20 == 0 or batch_index == len(batches):
                 bar.set_postfix(epoch=epoch, loss=f"{values[0].item() / len(x):.2f}", refresh=False)
-        row = {"epoch": epoch, "seconds": time.perf_counter() - start}
+        row = {"epoch": epoch, "seconds": time.perf_counter() - start, "precision": precision}
         row.update(zip(("train_loss", "train_reconstruction", "train_kl"), (sums / len(train_x)).tolist()))
         if test_x is not None:
-            metrics = evaluate(model, test_x, beta=beta, seed=seed, mixed_precision=mixed_precision)
+            metrics = evaluate(model, test_x, beta=beta, seed=seed, precision=precision)
             row.update({f"test_{key}": value for key, value in metrics.items()})
         history.append(row)
     bar.close()
@@ -145,7 +119,7 @@ def format_history(history: list[dict]) -> str:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, beta: float = 1.0, batch_size: int = 1000, seed: int = 0,
-             mixed_precision: bool = False) -> dict:
+             precision: str = "float32") -> dict:
     """Per-image test loss (BCE + beta * KL) and its parts, with one z sampled per image.
 
     With beta = 1, `loss` is the negative ELBO, an upper bound on -log p(x) in nats. The sampling
@@ -158,7 +132,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, beta: float = 1.0, batch_size: i
         torch.manual_seed(seed)
         for start in range(0, len(x), batch_size):
             batch = x[start : start + batch_size].to(device)
-            with _autocast(device, mixed_precision):
+            with autocast(device, precision):
                 logits, mu, logvar = model(batch)
             sums += torch.stack([p for p in losses.vae_loss(logits, batch, mu, logvar, beta)]).double().cpu()
     return dict(zip(("loss", "reconstruction", "kl"), (sums / len(x)).tolist()))
