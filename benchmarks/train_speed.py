@@ -1,21 +1,27 @@
-"""Training speed: vaelib's loop against a conventional Dataset + DataLoader loop and the compute floor.
+"""Training speed on this CPU: each path against the shape-matched GEMM floor measured in the same run.
 
-    python benchmarks/train_speed.py [--epochs 3] [--conv-steps 20] [--skip-conv] [--mlp-variants]
+    python benchmarks/train_speed.py [--epochs 3] [--rounds 7] [--skip-conv] [--skip-loops] [--variants]
 
+0. The machine: the CPU's name, PyTorch's capability (AVX2, AVX512), native bfloat16 or not, the threads,
+   and the float32 rate of a 2048^3 matrix product (SGEMM).
 1. The pytorch/examples VAE recipe (784-400-20, batch 128, Adam 1e-3), trained three ways, epoch by
    epoch in turn so that the shared machine's noise hits all three alike:
    - vaelib: `train.fit`'s loop (in-memory tensors, one gather per batch, fused Adam, logits loss);
    - conventional: a per-sample `Dataset` + `DataLoader`, as in pytorch/examples `vae/main.py`;
    - floor: the same forward, backward and Adam step as vaelib, repeated on one ready batch.
-2. The conv VAE's training step: plain `nn.ConvTranspose2d` in float32 with the standard Adam,
-   against vaelib's fast path (1x1 transposed conv as a linear map, bfloat16 autocast, fused Adam).
-3. With --mlp-variants: the MLP step itself in float32, under bfloat16 autocast and through
-   torch.compile, to see whether the compute floor can be lowered.
+2. One training step (batch 128) of the MLP VAE and of the conv VAE (L = 2), each path timed in turn
+   with the shape-matched GEMM floor (`gemm_floor.py`: `torch.mm` at every layer's forward, input-grad
+   and weight-grad shapes) over several rounds, the fastest of each (another process on a shared machine
+   only ever adds time): float32, bfloat16 autocast, and for the conv
+   VAE the plain `nn.ConvTranspose2d` layers; the row that `mixed_precision="auto"` picks is marked.
+   With --variants also channels-last memory and `torch.compile`. Then the conv step's float32 time
+   layer by layer (forward + backward, alone) against each layer's own floor.
 Speeds are reported as ratios measured in the same run.
 """
 from __future__ import annotations
 
 import argparse
+import platform
 import sys
 import time
 from pathlib import Path
@@ -27,7 +33,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from vaelib import data, losses, models, train  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gemm_floor  # noqa: E402
+from vaelib import data, device, losses, models, train  # noqa: E402
 
 
 class PerSampleMNIST(Dataset):
@@ -107,76 +115,164 @@ class Runner:
         return self.model.decode(z), mu, logvar
 
 
-def ms_per_step(step, steps: int, warmup: int) -> float:
-    """Milliseconds per call of `step`, after `warmup` untimed calls."""
-    for _ in range(warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return (time.perf_counter() - start) / steps * 1000
+def cpu_name() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
-def conv_step_ms(x: torch.Tensor, fast: bool, steps: int) -> float:
-    """The conv VAE's (L = 2) training step on the batch `x` (B, 784), plain or with vaelib's fast path."""
-    torch.manual_seed(0)
-    model = models.ConvVAE(latent_dim=2, fast=fast)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fast)
-
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=fast):
-            logits, mu, logvar = model(x)
-        loss = losses.vae_loss(logits, x, mu, logvar, 1.0).total
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return ms_per_step(step, steps, warmup=3)
+def machine_report() -> str:
+    return (f"CPU: {cpu_name()}; PyTorch {torch.__version__} capability "
+            f"{torch.backends.cpu.get_cpu_capability()}; native bfloat16: "
+            f"{'yes' if device.cpu_has_native_bfloat16() else 'no'}; {torch.get_num_threads()} threads; "
+            f"SGEMM 2048^3: {gemm_floor.sgemm_gflops():.0f} GFLOP/s")
 
 
-def mlp_step_ms(x: torch.Tensor, variant: str, steps: int = 300) -> float:
-    """vaelib's MLP VAE step (784-400-20) on the batch `x` (B, 784) as it is ("float32"), under bfloat16
-    autocast ("bfloat16"), or with forward and backward through `torch.compile` ("compiled")."""
-    torch.manual_seed(0)
-    model = models.VAE(latent_dim=20)
+def training_step(model, x: torch.Tensor, precision: str, memory_format=None, compiled: bool = False):
+    """One closure: forward (autocast to `precision`), loss, backward and a fused Adam step on `x`."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+    if memory_format is not None:
+        model.to(memory_format=memory_format)
 
     def forward_backward(x):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=variant == "bfloat16"):
+        with device.autocast(x.device, precision):
             logits, mu, logvar = model(x)
-        loss = losses.vae_loss(logits, x, mu, logvar, 1.0).total
-        loss.backward()
+        losses.vae_loss(logits, x, mu, logvar, 1.0).total.backward()
 
-    run = torch.compile(forward_backward) if variant == "compiled" else forward_backward
+    run = torch.compile(forward_backward) if compiled else forward_backward
 
     def step():
         optimizer.zero_grad(set_to_none=True)
         run(x)
         optimizer.step()
+    return step
 
-    return ms_per_step(step, steps, warmup=20)  # for "compiled", the warm-up compiles
+
+def step_paths(kind: str, variants: bool) -> dict[str, dict]:
+    """The paths to time for one network: a name -> how to build its model and step."""
+    build = {"mlp": lambda fast=True: models.VAE(latent_dim=20), "conv": lambda fast=True: models.ConvVAE(2, fast=fast)}[kind]
+    paths = {"float32": dict(model=build, precision="float32"),
+             "bfloat16 autocast": dict(model=build, precision="bfloat16")}
+    if kind == "conv":
+        paths = {"float32, plain nn.ConvTranspose2d": dict(model=lambda: build(fast=False), precision="float32"),
+                 **paths}
+    if variants:
+        if kind == "conv":
+            paths["float32, channels-last"] = dict(model=build, precision="float32", memory_format=torch.channels_last)
+        paths["float32, torch.compile"] = dict(model=build, precision="float32", compiled=True)
+    return paths
+
+
+def time_steps(kind: str, x: torch.Tensor, rounds: int, variants: bool) -> tuple[dict, gemm_floor.GemmFloor]:
+    """The fastest ms per step of each path over `rounds`, interleaved round by round with the GEMM floor."""
+    torch.manual_seed(0)
+    floor = gemm_floor.GemmFloor(gemm_floor.model_gemms(step_paths(kind, False)["float32"]["model"](), x))
+    steps, samples = {}, {}
+    for name, spec in step_paths(kind, variants).items():
+        torch.manual_seed(0)
+        steps[name] = training_step(spec["model"](), x, spec["precision"], spec.get("memory_format"),
+                                    spec.get("compiled", False))
+        for _ in range(3 if spec.get("compiled") else 1):  # warm-up (compiling, for torch.compile)
+            steps[name]()
+        samples[name] = []
+    for _ in range(rounds):
+        for name, step in steps.items():
+            first = time.perf_counter()
+            step()
+            seconds = time.perf_counter() - first
+            repeats = max(1, min(5, int(0.5 / max(seconds, 1e-4))))  # about half a second per path and round
+            start = time.perf_counter()
+            for _ in range(repeats):
+                step()
+            samples[name].append((time.perf_counter() - start) / repeats * 1000)
+            floor.time_once()
+    return {name: min(ms) for name, ms in samples.items()}, floor
+
+
+def print_step_table(title: str, times: dict, floor: gemm_floor.GemmFloor, auto: str) -> None:
+    print(f"\n{title}: one training step, batch 128; floor = torch.mm at the layers' {len(floor.gemms)} "
+          f"forward and backward shapes, {floor.total_ms():.1f} ms\n")
+    print("| path | ms / step | vs GEMM floor | auto |")
+    print("|---|---|---|---|")
+    for name, ms in times.items():
+        picked = "picked" if name in (auto, f"{auto} autocast") else ""
+        print(f"| {name} | {ms:.1f} | {ms / floor.total_ms():.2f}x | {picked} |")
+
+
+def layer_breakdown(x: torch.Tensor, repeats: int = 7) -> None:
+    """The conv VAE's float32 step layer by layer: forward + backward of each layer alone, against its floor."""
+    torch.manual_seed(0)
+    model = models.ConvVAE(latent_dim=2)
+    inputs = {}
+    layers = {name: layer for name, layer in model.named_modules()
+              if isinstance(layer, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d))}
+    handles = [layer.register_forward_hook(lambda layer, i, out, name=name: inputs.__setitem__(
+        name, (i[0].detach(), i[0].requires_grad, out.shape))) for name, layer in layers.items()]
+    model(x)
+    for handle in handles:
+        handle.remove()
+    print("\nConv VAE float32 step, layer by layer (forward + backward of each layer alone, fastest of the rounds)\n")
+    print("| layer | kind | ms | GEMM floor ms | vs floor |")
+    print("|---|---|---|---|---|")
+    for name, (layer_input, needs_grad, out_shape) in inputs.items():
+        layer = layers[name]
+        x_in = layer_input.clone().requires_grad_(needs_grad)
+        grad = torch.randn(out_shape)
+        floor = gemm_floor.GemmFloor(gemm_floor.layer_gemms(name, layer, layer_input, needs_grad))
+        samples = []
+        for _ in range(repeats):
+            layer.zero_grad(set_to_none=True)
+            layer(x_in).backward(grad)  # warm, then timed
+            layer.zero_grad(set_to_none=True)
+            start = time.perf_counter()
+            layer(x_in).backward(grad)
+            samples.append((time.perf_counter() - start) * 1000)
+            floor.time_once()
+        ms = min(samples)
+        print(f"| {name} | {type(layer).__name__} | {ms:.2f} | {floor.total_ms():.2f} | {ms / floor.total_ms():.2f}x |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--conv-steps", type=int, default=20)
-    parser.add_argument("--skip-conv", action="store_true")
-    parser.add_argument("--mlp-variants", action="store_true",
-                        help="also time the MLP step under bfloat16 autocast and torch.compile")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of the three training loops")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds of the step timings (medians)")
+    parser.add_argument("--skip-loops", action="store_true", help="skip the MLP training loops")
+    parser.add_argument("--skip-conv", action="store_true", help="skip the conv VAE's step")
+    parser.add_argument("--variants", action="store_true", help="also channels-last and torch.compile")
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
+    print(machine_report(), flush=True)
     train_x, _ = data.load_mnist("train")
     test_x, _ = data.load_mnist("test")
+    batch = test_x[:128]
+    if not args.skip_loops:
+        mlp_loops(train_x, test_x, args.epochs)
+    networks = [("mlp", "MLP VAE 784-400-20", models.VAE(latent_dim=20))]
+    if not args.skip_conv:
+        networks.append(("conv", "Conv VAE (L = 2)", models.ConvVAE(latent_dim=2)))
+    for kind, title, model in networks:
+        times, floor = time_steps(kind, batch, args.rounds, args.variants)
+        choice = device.choose_precision("cpu", model, batch, "auto")
+        print_step_table(title, times, floor, choice.precision)
+        print(f"\nauto picks {choice}")
+    if not args.skip_conv:
+        layer_breakdown(batch)
+
+
+def mlp_loops(train_x: torch.Tensor, test_x: torch.Tensor, epochs: int) -> None:
     runners = {kind: Runner(kind, train_x) for kind in ("vaelib", "conventional", "floor")}
     times = {kind: [] for kind in runners}
-    for epoch in range(1, args.epochs + 1):
+    for epoch in range(1, epochs + 1):
         for kind, runner in runners.items():
             times[kind].append(runner.epoch())
         print(f"epoch {epoch}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
     per_epoch = {kind: sorted(t)[len(t) // 2] for kind, t in times.items()}  # the median
     test_loss = {kind: train.evaluate(runners[kind].model, test_x)["loss"] for kind in ("vaelib", "conventional")}
-    print(f"\nMLP VAE 784-400-20, batch 128, {args.epochs} epochs, {torch.get_num_threads()} threads "
+    print(f"\nMLP VAE 784-400-20, batch 128, {epochs} epochs, {torch.get_num_threads()} threads "
           f"(median seconds per epoch)\n")
     print("| loop | s / epoch | vs conventional | vs compute floor | test loss after last epoch |")
     print("|---|---|---|---|---|")
@@ -184,26 +280,6 @@ def main() -> None:
         loss = f"{test_loss[kind]:.1f}" if kind in test_loss else "-"
         print(f"| {kind} | {per_epoch[kind]:.2f} | {per_epoch['conventional'] / per_epoch[kind]:.2f}x faster | "
               f"{per_epoch[kind] / per_epoch['floor']:.2f}x the floor | {loss} |")
-    if args.mlp_variants:
-        variants = ["float32", "bfloat16", "compiled", "float32"]  # float32 twice: bracket against drift
-        times = [mlp_step_ms(test_x[:128], variant) for variant in variants]
-        baseline = (times[0] + times[-1]) / 2
-        print("\nMLP VAE 784-400-20 training step, batch 128 (can the floor itself go faster?)\n")
-        print("| step | ms / step | speed-up |")
-        print("|---|---|---|")
-        for variant, ms in zip(variants[:3], [baseline, *times[1:3]]):
-            print(f"| {variant} | {ms:.2f} | {baseline / ms:.2f}x |")
-    if args.skip_conv:
-        return
-    plain = conv_step_ms(test_x[:128], False, args.conv_steps)
-    fast = conv_step_ms(test_x[:128], True, args.conv_steps)
-    plain_again = conv_step_ms(test_x[:128], False, args.conv_steps)  # bracket the fast run against drift
-    baseline = (plain + plain_again) / 2
-    print("\nConv VAE (L = 2) training step, batch 128\n")
-    print("| path | ms / step | speed-up |")
-    print("|---|---|---|")
-    print(f"| plain ConvTranspose2d, float32, Adam | {baseline:.0f} | 1.00x |")
-    print(f"| vaelib: 1x1 convT as linear, bfloat16 autocast, fused Adam | {fast:.0f} | {baseline / fast:.2f}x |")
 
 
 if __name__ == "__main__":

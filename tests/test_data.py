@@ -184,3 +184,13 @@ def test_checksums_are_the_published_ones():
     for name, digest in data.DATASETS["mnist"].sha256.items():
         assert digest in readme
         assert hashlib.sha256(gzip.decompress((SHARED_RAW / f"{name}.gz").read_bytes())).hexdigest() == digest
+
+
+def test_first_takes_the_first_rows_or_all_and_refuses_a_bad_count():
+    x, y = torch.arange(10).view(5, 2), torch.arange(5)
+    assert data.first(None, x, y) == (x, y)
+    first_x, first_y = data.first(3, x, y)
+    assert torch.equal(first_x, x[:3]) and torch.equal(first_y, y[:3])
+    for bad in (0, -2, 6, 2.5, True, "3"):
+        with pytest.raises(ValueError, match="an integer from 1 to 5, or None for all of them"):
+            data.first(bad, x, y)

@@ -228,6 +228,17 @@ def load_mnist(
     return x, y
 
 
+def first(count: int | None, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The first `count` rows of each tensor (all of them for None): a chapter's `test_images` setting."""
+    if count is None:
+        return tensors
+    length = len(tensors[0])
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= length:
+        raise ValueError(f"the number of images must be an integer from 1 to {length}, or None for all of them, "
+                         f"got {count!r}")
+    return tuple(t[:count] for t in tensors)
+
+
 class Batches:
     """Mini-batches over in-memory tensors, reshuffled each time it is iterated.
 

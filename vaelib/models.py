@@ -122,9 +122,18 @@ class FastConvTranspose2d(nn.ConvTranspose2d):
       (at most 1.5x the multiply-adds: inputs at least 4x the kernel's k/s).
     Other shapes go to the parent's forward. Same parameters and state-dict keys, so checkpoints load
     into either layer; outputs and gradients agree with `nn.ConvTranspose2d` (tests/test_models.py).
+    `channels_last_output = True` hands the output on in channels-last memory, the layout that a
+    following sub-pixel layer wants: the ReLU between them then runs forward and backward in one layout
+    (mixing layouts makes its backward several times slower).
     """
 
+    channels_last_output = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._forward(x)
+        return out.contiguous(memory_format=torch.channels_last) if self.channels_last_output else out
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         plain = (self.padding == (0, 0) and self.output_padding == (0, 0) and self.dilation == (1, 1)
                  and self.groups == 1 and x.ndim == 4)
         if plain and x.shape[-2:] == (1, 1):
@@ -161,8 +170,9 @@ class ConvVAE(nn.Module):
     Decoder: (B, L) -> linear (B, 1024) -> (B, 1024, 1, 1) -> convT k4 s2 -> (B, 256, 4, 4)
              -> convT k6 s2 -> (B, 128, 12, 12) -> convT k6 s2 -> (B, 1, 28, 28)
 
-    `fast=True` computes the first transposed convolution, whose input is 1x1, as a linear map
-    (`FastConvTranspose2d`): the same function and parameters, fewer CPU cycles. Introduced in: 06_conv_vae
+    `fast=True` computes the transposed convolutions as `FastConvTranspose2d` does (the first, on a 1x1
+    input, as a linear map; the last as a sub-pixel convolution): the same function and parameters,
+    fewer CPU cycles. Introduced in: 06_conv_vae
     """
 
     def __init__(self, latent_dim: int = 2, activation: str = "relu", fast: bool = True):
@@ -184,6 +194,8 @@ class ConvVAE(nn.Module):
             deconv(256, 128, 6, stride=2), nn.ReLU(),  # -> (B, 128, 12, 12)
             deconv(128, 1, 6, stride=2),  # -> (B, 1, 28, 28) logits
         )
+        if fast:  # the last layer is a sub-pixel convolution in channels-last memory: feed it that layout
+            self.decoder[2].channels_last_output = True
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x.view(-1, 1, 28, 28))  # (B, 784) -> (B, 512)

@@ -99,7 +99,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
         row.update(zip(("train_loss", "train_reconstruction", "train_kl"), (sums / len(train_x)).tolist()))
         if test_x is not None:
             metrics = evaluate(model, test_x, beta=beta, seed=seed, precision=precision)
-            row.update({f"test_{key}": value for key, value in metrics.items()})
+            row.update({f"test_{key}": value for key, value in metrics.items()}, test_images=len(test_x))
         history.append(row)
     bar.close()
     return history
