@@ -12,7 +12,11 @@ export VAELIB_DATA
 VENDOR := book/web/vendor
 NPM_PACKAGES := mathjax@3.2.2 requirejs@2.3.8 @jupyter-widgets/html-manager@1.0.13
 
-.PHONY: install book test benchmark clean vendor web-data
+.PHONY: install book test benchmark clean vendor web-data system-packages
+
+# The browser tests drive Debian's headless Chromium (no browser download: there is no internet), and
+# the data tests read Debian's Fashion-MNIST. Installed here when missing and possible (root, apt-get).
+SYSTEM_PACKAGES := chromium chromium-driver dataset-fashion-mnist
 
 
 install: $(VENV)/.installed
@@ -52,12 +56,24 @@ book: install vendor web-data
 	  cp $(VENDOR)/@jupyter-widgets/html-manager/dist/*.woff* _build/html/chapters/$$folder/ || exit 1; \
 	done
 
-test: install book
-	$(BIN)/python -m pytest
+system-packages:
+	@if command -v chromium > /dev/null && command -v chromedriver > /dev/null \
+	    && [ -d /usr/share/datasets/fashion-mnist ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	  echo "installing Debian packages for the tests: $(SYSTEM_PACKAGES)"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) > /dev/null; } \
+	    || { echo "make test: apt-get could not install $(SYSTEM_PACKAGES); install them, then run make test again" >&2; exit 1; }; \
+	else \
+	  echo "make test needs Debian's $(SYSTEM_PACKAGES): run 'sudo apt-get install $(SYSTEM_PACKAGES)', then make test again" >&2; \
+	  exit 1; \
+	fi
+
+test: system-packages install book
+	$(BIN)/python -m pytest --durations=15
 	$(BIN)/python -m pytest --nbval-lax --nbval-cell-timeout=900 -p no:cacheprovider chapters
 
 benchmark: install
-	$(BIN)/python benchmarks/train_speed.py
+	$(BIN)/python benchmarks/train_speed.py --variants
 
 clean:
 	rm -rf _build _build_book.log book/web/explorer/models.js

@@ -79,15 +79,16 @@ class GemmFloor:
         self.operands = [(torch.randn(g.m, g.k), torch.randn(g.k, g.n)) for g in gemms]
         self.samples: list[list[float]] = [[] for _ in gemms]  # ms per product, one list per GEMM
 
-    def time_once(self) -> float:
-        """One pass over every product (each warmed once); returns the total in ms."""
+    def time_once(self, repeats: int = 2) -> float:
+        """One pass over every product (each warmed once, then timed `repeats` times); the total in ms."""
         total = 0.0
         for (a, b), samples in zip(self.operands, self.samples):
             torch.mm(a, b)
-            start = time.perf_counter()
-            torch.mm(a, b)
-            samples.append((time.perf_counter() - start) * 1000)
-            total += samples[-1]
+            for _ in range(repeats):
+                start = time.perf_counter()
+                torch.mm(a, b)
+                samples.append((time.perf_counter() - start) * 1000)
+            total += min(samples[-repeats:])
         return total
 
     def per_gemm_ms(self) -> list[float]:

@@ -240,7 +240,7 @@ def layer_breakdown(x: torch.Tensor, repeats: int = 7) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the three training loops")
-    parser.add_argument("--rounds", type=int, default=7, help="rounds of the step timings (medians)")
+    parser.add_argument("--rounds", type=int, default=9, help="rounds of the step timings (medians)")
     parser.add_argument("--skip-loops", action="store_true", help="skip the MLP training loops")
     parser.add_argument("--skip-conv", action="store_true", help="skip the conv VAE's step")
     parser.add_argument("--variants", action="store_true", help="also channels-last and torch.compile")

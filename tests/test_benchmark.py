@@ -9,7 +9,7 @@ SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "train_speed.py
 
 
 def test_benchmark_runs_one_epoch_and_prints_its_table():
-    result = subprocess.run([sys.executable, str(SCRIPT), "--epochs", "1", "--skip-conv"],
+    result = subprocess.run([sys.executable, str(SCRIPT), "--epochs", "1", "--skip-conv", "--rounds", "2"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     rows = {match[0]: match for match in re.findall(
@@ -19,3 +19,11 @@ def test_benchmark_runs_one_epoch_and_prints_its_table():
     assert float(rows["conventional"][2]) == 1.0 and float(rows["floor"][3]) == 1.0  # the two baselines
     for kind in ("conventional", "vaelib"):  # one epoch of the examples' recipe: far below the 543 nats of x = 0.5
         assert 100 < float(rows[kind][4]) < 160, rows[kind]
+    assert re.search(r"^CPU: .+; PyTorch .+ capability \w+; native bfloat16: (yes|no); \d+ threads; "
+                     r"SGEMM 2048\^3: \d+ GFLOP/s$", result.stdout, flags=re.MULTILINE), result.stdout
+    steps = dict(re.findall(r"^\| (float32|bfloat16 autocast) \| [\d.]+ \| [\d.]+x \| (picked|) \|$",
+                            result.stdout, flags=re.MULTILINE))
+    assert sorted(steps) == ["bfloat16 autocast", "float32"], result.stdout
+    assert sorted(steps.values()) == ["", "picked"]  # "auto" picks exactly one of the two
+    picked = "float32" if steps["float32"] else "bfloat16"
+    assert re.search(rf"^auto picks {picked} \(", result.stdout, flags=re.MULTILINE), result.stdout
