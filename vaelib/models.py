@@ -110,30 +110,22 @@ class VAE(nn.Module):
 
 
 class FastConvTranspose2d(nn.ConvTranspose2d):
-    """An `nn.ConvTranspose2d` computed the way a CPU does fastest, with the same function.
+    """An `nn.ConvTranspose2d` computed the way a CPU does it fastest, with the same function.
 
-    - On a 1x1 input, a transposed convolution spreads each input channel's value over one
-      (C_out, k, k) patch: out = x (B, C_in) @ W (C_in, C_out*k*k) + b, one matrix product.
-    - When the stride s divides the kernel k, every output pixel of phase (a, b) = (row mod s,
-      column mod s) sees only the taps W[..., a + s*p, b + s*q]: the layer is a plain convolution with
-      (k/s) x (k/s) kernels and C_out*s*s output channels, whose phases `pixel_shuffle` interleaves
-      back (the "sub-pixel" form of Shi et al. 2016). oneDNN runs that convolution directly, in
-      channels-last memory, with no col2im. Used where the zero padding it needs costs little
-      (at most 1.5x the multiply-adds: inputs at least 4x the kernel's k/s).
+    A transposed convolution multiplies each input pixel's C_in values by W (C_in, C_out*k*k) and adds
+    the resulting k x k patch into the output at stride s ("col2im"). Two shapes allow a cheaper route:
+    - a 1x1 input: the patch is the whole output, so the layer is one matrix product,
+      out = x (B, C_in) @ W (C_in, C_out*k*k) + b;
+    - a stride that divides the kernel (k = s*r), on an input at least 4r pixels wide: tap (s*p + a) of
+      an input pixel i lands on output row s*(i + p) + a. So after the matrix product, the col2im is
+      r*r shifted additions of small blocks, one per (p, q), each filling all s*s "phases" (a, b) at
+      once; a reshape interleaves the phases into the output. Everything stays in the default memory
+      layout, and the backward pass is two batched matrix products and r*r slices.
     Other shapes go to the parent's forward. Same parameters and state-dict keys, so checkpoints load
     into either layer; outputs and gradients agree with `nn.ConvTranspose2d` (tests/test_models.py).
-    `channels_last_output = True` hands the output on in channels-last memory, the layout that a
-    following sub-pixel layer wants: the ReLU between them then runs forward and backward in one layout
-    (mixing layouts makes its backward several times slower).
     """
 
-    channels_last_output = False
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self._forward(x)
-        return out.contiguous(memory_format=torch.channels_last) if self.channels_last_output else out
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         plain = (self.padding == (0, 0) and self.output_padding == (0, 0) and self.dilation == (1, 1)
                  and self.groups == 1 and x.ndim == 4)
         if plain and x.shape[-2:] == (1, 1):
@@ -141,7 +133,7 @@ class FastConvTranspose2d(nn.ConvTranspose2d):
         stride, kernel = self.stride[0], self.kernel_size[0]
         square = self.stride == (stride, stride) and self.kernel_size == (kernel, kernel)
         if plain and square and kernel % stride == 0 and min(x.shape[-2:]) >= 4 * (kernel // stride):
-            return self._as_subpixel_conv(x)
+            return self._as_matmul_and_shifts(x)
         return super().forward(x)
 
     def _as_linear(self, x: torch.Tensor) -> torch.Tensor:
@@ -150,16 +142,19 @@ class FastConvTranspose2d(nn.ConvTranspose2d):
         out = F.linear(x.flatten(1), weight.t())  # (B, C_in) -> (B, C_out*k*k)
         return out.view(-1, c_out, k_h, k_w) + self.bias.view(1, -1, 1, 1)  # (B, C_out, k, k)
 
-    def _as_subpixel_conv(self, x: torch.Tensor) -> torch.Tensor:
+    def _as_matmul_and_shifts(self, x: torch.Tensor) -> torch.Tensor:
         s, r = self.stride[0], self.kernel_size[0] // self.stride[0]  # stride, taps per phase
-        c_in, c_out = self.in_channels, self.out_channels
-        # W (C_in, C_out, k, k) with k = s*p + a  ->  (C_out, s, s, C_in, r, r), taps reversed: a convolution
-        # correlates where a transposed convolution scatters.
-        weight = self.weight.view(c_in, c_out, r, s, r, s).permute(1, 3, 5, 0, 2, 4).flip(-1, -2)
-        weight = weight.reshape(c_out * s * s, c_in, r, r)
-        x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's fastest layout
-        phases = F.conv2d(x, weight, self.bias.repeat_interleave(s * s), padding=r - 1)  # (B, C_out*s*s, H+r-1, W+r-1)
-        return F.pixel_shuffle(phases, s)  # (B, C_out, s*(H+r-1), s*(W+r-1)) = (B, C_out, (H-1)*s + k, ...)
+        batch, c_in, h, w = x.shape
+        c_out = self.out_channels
+        weight = self.weight.reshape(c_in, c_out * s * s * r * r).t()  # (C_out*k*k, C_in)
+        patches = torch.matmul(weight, x.flatten(2))  # (B, C_out*k*k, H*W): every pixel's patch
+        patches = patches.view(batch, c_out, r, s, r, s, h, w)  # kernel rows k = s*p + a, columns s*q + b
+        out = patches.new_zeros(batch, c_out, s, s, h + r - 1, w + r - 1)  # (B, C_out, a, b, row, column)
+        for p in range(r):
+            for q in range(r):
+                out[..., p : p + h, q : q + w] += patches[:, :, p, :, q]  # tap (p, q) shifts by (p, q)
+        out = out.permute(0, 1, 4, 2, 5, 3)  # (B, C_out, row, a, column, b): interleave the phases
+        return out.reshape(batch, c_out, s * (h + r - 1), s * (w + r - 1)) + self.bias.view(1, -1, 1, 1)
 
 
 class ConvVAE(nn.Module):
@@ -171,7 +166,7 @@ class ConvVAE(nn.Module):
              -> convT k6 s2 -> (B, 128, 12, 12) -> convT k6 s2 -> (B, 1, 28, 28)
 
     `fast=True` computes the transposed convolutions as `FastConvTranspose2d` does (the first, on a 1x1
-    input, as a linear map; the last as a sub-pixel convolution): the same function and parameters,
+    input, as a linear map; the last as a matrix product and shifted additions): the same function and parameters,
     fewer CPU cycles. Introduced in: 06_conv_vae
     """
 
@@ -194,8 +189,6 @@ class ConvVAE(nn.Module):
             deconv(256, 128, 6, stride=2), nn.ReLU(),  # -> (B, 128, 12, 12)
             deconv(128, 1, 6, stride=2),  # -> (B, 1, 28, 28) logits
         )
-        if fast:  # the last layer is a sub-pixel convolution in channels-last memory: feed it that layout
-            self.decoder[2].channels_last_output = True
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x.view(-1, 1, 28, 28))  # (B, 784) -> (B, 512)
