@@ -12,31 +12,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import losses
+from .checks import check_flag, check_images, check_learning_rate, check_positive_int  # noqa: F401
 from .data import Batches
 from .device import autocast, choose_precision, default_device, grad_scaler, resolve_device  # noqa: F401
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite. The message names the epoch and the batch."""
-
-
-def check_positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def check_flag(name: str, value) -> bool:
-    """A True/False setting: a string such as 'yes' or 'false' is refused rather than read as truthy."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def check_learning_rate(lr) -> float:
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    return float(lr)
 
 
 def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = None, *,
