@@ -11,7 +11,8 @@ import math
 
 import torch
 
-MAX_INT = 2**31 - 1  # the largest seed, count or size that any check here accepts
+MAX_INT = 2**31 - 1  # the largest count or size that any check here accepts
+MAX_SEED = 2**63 - 1  # the largest seed that torch.manual_seed takes
 
 
 def _shown(value) -> str:
@@ -81,3 +82,7 @@ def check_images(name: str, x, allow_empty: bool = False) -> torch.Tensor:
             raise ValueError(f"{name} must hold pixels in [0, 1], got values from {low:g} to {high:g}: "
                              f"divide by 255 (or rescale) first")
     return x
+
+
+def check_seed(seed) -> int:
+    return check_positive_int("seed", seed, minimum=0, maximum=MAX_SEED)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoints, data, losses, models, train
+from . import checkpoints, checks, data, losses, models, train
 from .device import check_mixed_precision
 
 
@@ -73,7 +73,7 @@ def custom_recipe(kind: str = "vae", latent_dim: int = 2, beta: float = 1.0, epo
     train.check_positive_int("epochs", epochs, minimum=0)
     train.check_positive_int("batch_size", batch_size)
     train.check_learning_rate(lr)
-    train.check_positive_int("seed", seed, minimum=0)
+    checks.check_seed(seed)
     check_mixed_precision(mixed_precision)
     models.activation_layer(activation)
     return Recipe(kind, latent_dim, losses.check_beta(beta), epochs, seed, batch_size, float(lr), activation,

@@ -12,7 +12,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import losses
-from .checks import check_flag, check_images, check_learning_rate, check_positive_int  # noqa: F401
+from .checks import check_flag, check_images, check_learning_rate, check_positive_int, check_seed  # noqa: F401
 from .data import Batches
 from .device import autocast, choose_precision, default_device, grad_scaler, resolve_device  # noqa: F401
 
@@ -38,7 +38,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
     """
     check_positive_int("epochs", epochs, minimum=0)
     check_positive_int("batch_size", batch_size)
-    check_positive_int("seed", seed, minimum=0)
+    check_seed(seed)
     beta = losses.check_beta(beta)
     lr = check_learning_rate(lr)
     if train_x.ndim != 2 or train_x.shape[1] != 784:

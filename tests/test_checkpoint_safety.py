@@ -1,0 +1,132 @@
+"""Nothing a user had is lost: a save killed at any moment, two saves racing, a read-only folder."""
+import json
+import os
+import stat
+import sys
+
+import pytest
+import torch
+
+from vaelib import checkpoints, models
+
+CONFIG = {"kind": "vae", "latent_dim": 2, "beta": 1.0, "activation": "relu", "epochs": 1, "seed": 0,
+          "batch_size": 128, "lr": 1e-3}
+
+
+def tiny_vae(seed):
+    torch.manual_seed(seed)
+    return models.VAE(latent_dim=2, hidden_dim=8)
+
+
+def save_tiny(stem, seed, epochs, **kwargs):
+    config = {**CONFIG, "epochs": epochs, "options": {"hidden_dim": 8}}
+    return checkpoints.save(stem, tiny_vae(seed), config, **kwargs)
+
+
+def save_dying_after(stem, n):
+    """In a child process, save a new checkpoint at `stem` but exit (as if killed) after the n-th
+    os.replace, os.rename or os.link. Returns True if the save finished before the n-th call came."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            calls = [0]
+
+            def dying(real):
+                def operation(*args, **kwargs):
+                    if calls[0] == n:
+                        os._exit(17)  # no cleanup runs: as good as SIGKILL
+                    calls[0] += 1
+                    return real(*args, **kwargs)
+                return operation
+
+            for name in ("replace", "rename", "link"):
+                setattr(os, name, dying(getattr(os, name)))
+            save_tiny(stem, seed=2, epochs=2)
+            os._exit(0)
+        except BaseException:
+            os._exit(3)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    assert code in (0, 17), code
+    return code == 0
+
+
+def test_a_save_killed_after_any_file_operation_leaves_a_loadable_checkpoint(tmp_path):
+    old_weights = {k: v.half().float() for k, v in tiny_vae(1).state_dict().items()}
+    new_weights = {k: v.half().float() for k, v in tiny_vae(2).state_dict().items()}
+    seen = []
+    for n in range(10):
+        stem = tmp_path / f"run{n}" / "tiny"
+        save_tiny(stem, seed=1, epochs=1)
+        finished = save_dying_after(stem, n)
+        model, sidecar = checkpoints.load(stem)  # old or new, never neither
+        expected = old_weights if sidecar["epochs"] == 1 else new_weights
+        for name, tensor in model.state_dict().items():
+            assert torch.equal(tensor, expected[name]), (n, name)
+        seen.append(sidecar["epochs"])
+        save_tiny(stem, seed=3, epochs=3)  # the next save finishes or removes what the killed one left
+        assert sorted(p.name for p in stem.parent.iterdir()) == ["tiny.json", "tiny.safetensors"], n
+        assert checkpoints.load(stem)[1]["epochs"] == 3
+        if finished:
+            break
+    assert finished and n >= 3, "a save makes at least three renames; each was interrupted in turn"
+    assert 1 in seen and 2 in seen  # killed early: the old checkpoint; killed after the commit: the new
+
+
+def test_a_killed_save_after_its_commit_is_finished_by_the_next_look(tmp_path):
+    stem = tmp_path / "tiny"
+    save_tiny(stem, seed=1, epochs=1)
+    save_dying_after(stem, 1)  # the sidecar was committed, the weights are still under their temporary name
+    assert checkpoints.load(stem)[1]["epochs"] == 2
+    checkpoints.finish_interrupted_save(stem)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.json", "tiny.safetensors"]
+    assert checkpoints.read_sidecar(stem)["weights_file"] == "tiny.safetensors"
+    assert checkpoints.load(stem)[1]["epochs"] == 2
+
+
+def test_save_without_overwrite_is_an_exclusive_create(tmp_path):
+    stem = tmp_path / "tiny"
+    save_tiny(stem, seed=1, epochs=1, overwrite=False)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    with pytest.raises(FileExistsError, match="tiny.safetensors already exists"):
+        save_tiny(stem, seed=2, epochs=2, overwrite=False)
+    (tmp_path / "tiny.safetensors").unlink()  # the weights gone: the sidecar still holds the name
+    with pytest.raises(FileExistsError):
+        save_tiny(stem, seed=2, epochs=2, overwrite=False)
+    assert (tmp_path / "tiny.json").read_bytes() == before["tiny.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.json"]  # no temporary file left
+
+
+def test_stale_temporary_files_of_a_killed_run_are_removed(tmp_path):
+    stem = tmp_path / "tiny"
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)  # a process id that no longer runs
+    stale = [tmp_path / f".tiny.safetensors.{dead}.abc123.tmp", tmp_path / f".tiny.json.{dead}.xyz.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    alive = tmp_path / f".tiny.json.{os.getppid()}.live.tmp"  # a writer still running: left alone
+    alive.write_bytes(b"in progress")
+    user = tmp_path / "notes.tmp"  # not ours: left alone
+    user.write_bytes(b"mine")
+    save_tiny(stem, seed=1, epochs=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["tiny.json", "tiny.safetensors", alive.name, "notes.tmp"])
+
+
+def test_a_failed_save_removes_its_temporary_files(tmp_path, monkeypatch):
+    from vaelib import files
+
+    stem = tmp_path / "tiny"
+    real = files.commit
+
+    def full_disk(temp, target, overwrite=True):
+        temp.unlink()
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files, "commit", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        save_tiny(stem, seed=1, epochs=1)
+    monkeypatch.setattr(files, "commit", real)
+    assert list(tmp_path.iterdir()) == []
