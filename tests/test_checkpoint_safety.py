@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from vaelib import checkpoints, models
+from vaelib import checkpoints, models, registry
 
 CONFIG = {"kind": "vae", "latent_dim": 2, "beta": 1.0, "activation": "relu", "epochs": 1, "seed": 0,
           "batch_size": 128, "lr": 1e-3}
@@ -130,3 +130,98 @@ def test_a_failed_save_removes_its_temporary_files(tmp_path, monkeypatch):
         save_tiny(stem, seed=1, epochs=1)
     monkeypatch.setattr(files, "commit", real)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def saved(tmp_path):
+    stem = tmp_path / "tiny"
+    save_tiny(stem, seed=1, epochs=1)
+    return stem
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("KIND_LIST", "kind must be one of"),
+    ("[]", "holds a JSON list, not an object"),
+    ("null", "holds a JSON NoneType, not an object"),
+    ("KIND_OPTIONS", "options must be a JSON object"),
+    ("UNKNOWN_OPTION", "options has nonsense=1"),
+    ('{"latent_dim": ' + "9" * 5000 + "}", "not valid JSON"),
+    ("HUGE_FLOAT", "beta must be a finite number"),
+])
+def test_a_sidecar_of_the_wrong_shape_is_refused_naming_the_file(saved, text, problem):
+    sidecar = json.loads(saved.with_suffix(".json").read_text())
+    text = {"KIND_LIST": json.dumps({**sidecar, "kind": ["vae"]}),
+            "KIND_OPTIONS": json.dumps({**sidecar, "options": "fast"}),
+            "UNKNOWN_OPTION": json.dumps({**sidecar, "options": {"nonsense": 1}}),
+            "HUGE_FLOAT": json.dumps({**sidecar, "beta": 1e400})}.get(text, text)
+    saved.with_suffix(".json").write_text(text)
+    with pytest.raises(checkpoints.CheckpointError, match=problem) as error:
+        checkpoints.load(saved)
+    assert "tiny.json" in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("key, value", [("beta", 4.0), ("epochs", 20), ("lr", 0.01), ("history", [{"epoch": 9}])])
+def test_an_edited_recipe_is_found(saved, key, value):
+    path = saved.with_suffix(".json")
+    path.write_text(json.dumps({**json.loads(path.read_text()), key: value}))
+    with pytest.raises(checkpoints.CheckpointError, match="tiny.json was edited after it was saved"):
+        checkpoints.load(saved)
+
+
+def test_updated_metrics_keep_the_sidecar_valid(saved):
+    sidecar = checkpoints.read_sidecar(saved)
+    checkpoints.write_sidecar(saved, {**sidecar, "metrics": {"neg_elbo": 2.0}})  # what evaluate --save does
+    assert checkpoints.load(saved)[1]["metrics"] == {"neg_elbo": 2.0}
+
+
+def test_one_bad_sidecar_is_listed_as_invalid_and_the_list_goes_on(tmp_path, monkeypatch, capsys):
+    from vaelib.__main__ import main
+
+    monkeypatch.setattr(checkpoints, "CHECKPOINT_DIR", tmp_path)
+    (tmp_path / "vae-l2-b1.json").write_text("[]")
+    (tmp_path / "vae-l2-b1.safetensors").write_bytes(b"")
+    (tmp_path / "vae-l2-b4.json").write_text('{"kind": ["vae"], "options": 3}')
+    assert main(["list"]) == 0
+    captured = capsys.readouterr()
+    rows = {line.split()[0]: line.split()[1] for line in captured.out.splitlines()[1:]}
+    assert rows["vae-l2-b1"] == "invalid" and rows["vae-l2-b4"] == "invalid" and rows["vae-l2-b0"] == "missing"
+    assert "vae-l2-b1.json is not a valid checkpoint sidecar" in captured.err
+
+
+def rewrite_weights(stem, convert):
+    import hashlib
+
+    import safetensors.torch
+
+    weights = stem.with_suffix(".safetensors")
+    tensors = {name: convert(t) for name, t in safetensors.torch.load(weights.read_bytes()).items()}
+    payload = safetensors.torch.save(tensors)
+    weights.write_bytes(payload)
+    sidecar = checkpoints.read_sidecar(stem)
+    checkpoints.write_sidecar(stem, {**sidecar, "weights_sha256": hashlib.sha256(payload).hexdigest()})
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.bool, torch.float64])
+def test_weights_of_another_dtype_than_the_sidecar_says_are_refused(saved, dtype):
+    rewrite_weights(saved, lambda t: t.to(dtype))
+    with pytest.raises(checkpoints.CheckpointError, match=f"stores .* as {str(dtype)[6:]}, but its sidecar says float16"):
+        checkpoints.load(saved)
+
+
+def test_weights_holding_nan_are_refused(saved):
+    rewrite_weights(saved, lambda t: torch.full_like(t, float("nan")))
+    with pytest.raises(checkpoints.CheckpointError, match="holds NaN or infinite values"):
+        checkpoints.load(saved)
+
+
+def test_load_checks_the_device(saved, monkeypatch):
+    with pytest.raises(ValueError, match="device must be 'cpu', 'cuda', 'mps' or None"):
+        checkpoints.load(saved, device="nonsense")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA device here: use device='cpu'"):
+        checkpoints.load(saved, device="cuda")
+
+
+def test_load_or_train_refuses_an_unknown_setting():
+    with pytest.raises(ValueError, match="load_or_train has no setting 'nonsense': choose from latent_dim"):
+        registry.load_or_train("vae-l2-b1", nonsense=3)

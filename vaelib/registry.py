@@ -162,6 +162,10 @@ def load_or_train(name: str, retrain: bool = False, train_subset: int | None = N
     """
     spec = recipe(name)
     train.check_flag("retrain", retrain)
+    settable = [f.name for f in dataclasses.fields(Recipe) if f.name not in ("kind", "description", "iw_images")]
+    unknown = [key for key in overrides if key not in settable]
+    if unknown:
+        raise ValueError(f"load_or_train has no setting {unknown[0]!r}: choose from {', '.join(settable)}")
     changes = {key: value for key, value in dict(overrides, epochs=epochs).items()
                if value is not None and value != getattr(spec, key)}
     if changes:
