@@ -17,6 +17,9 @@ from .data import Batches
 from .device import autocast, choose_precision, default_device, grad_scaler, resolve_device  # noqa: F401
 
 
+MAX_K = 100_000  # importance samples: k = 1000 is the literature's; 100,000 already takes minutes per image batch
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite. The message names the epoch and the batch."""
 
@@ -134,7 +137,7 @@ def importance_weighted_bound(model: nn.Module, x: torch.Tensor, k: int = 1000, 
     Burda, Grosse and Salakhutdinov, "Importance Weighted Autoencoders" (2016), eq. 8. With k = 1 it is
     the ELBO; it tightens as k grows. Computed with log-sum-exp, in chunks of images.
     """
-    check_positive_int("k", k)
+    check_positive_int("k", k, maximum=MAX_K)
     device = next(model.parameters()).device
     model.eval()
     chunk = images_per_chunk or max(1, decode_batch // k)
