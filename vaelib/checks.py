@@ -64,7 +64,7 @@ def check_latent_dim(latent_dim) -> int:
 
 
 def check_images(name: str, x, allow_empty: bool = False) -> torch.Tensor:
-    """Images `x` as a float32 tensor (N, 784) with pixels in [0, 1]; anything else is refused with the fix."""
+    """Images `x`: a float32 tensor (N, 784) with pixels in [0, 1]; anything else is refused with the fix."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor (N, 784), got {type(x).__name__}: convert it with "
                          f"torch.as_tensor(...).float()")
@@ -73,9 +73,9 @@ def check_images(name: str, x, allow_empty: bool = False) -> torch.Tensor:
                          f".reshape(len(x), 784)")
     if len(x) == 0 and not allow_empty:
         raise ValueError(f"{name} holds no images (shape {tuple(x.shape)}): pass at least one")
-    if not x.is_floating_point() or x.dtype == torch.float64:
+    if x.dtype != torch.float32:
         hint = "divide by 255 and convert with .float()" if x.dtype == torch.uint8 else "convert it with .float()"
-        raise ValueError(f"{name} must be float32 (or float16/bfloat16) pixels in [0, 1], got {x.dtype}: {hint}")
+        raise ValueError(f"{name} must be float32 pixels in [0, 1], got {str(x.dtype)[6:]}: {hint}")
     if len(x):
         low, high = x.min().item(), x.max().item()
         if not (0.0 <= low and high <= 1.0):  # NaN fails too

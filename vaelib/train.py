@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from . import losses
 from .checks import check_flag, check_images, check_learning_rate, check_positive_int, check_seed  # noqa: F401
 from .data import Batches
-from .device import autocast, choose_precision, default_device, grad_scaler, resolve_device  # noqa: F401
+from .device import autocast, check_mixed_precision, choose_precision, default_device, grad_scaler, resolve_device  # noqa: F401
 
 
 MAX_K = 100_000  # importance samples: k = 1000 is the literature's; 100,000 already takes minutes per image batch
@@ -39,13 +39,15 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
 
     Introduced in: 02_autoencoder
     """
+    check_mixed_precision(mixed_precision)
+    train_x = check_images("train_x", train_x)
+    if test_x is not None:
+        test_x = check_images("test_x", test_x)
     check_positive_int("epochs", epochs, minimum=0)
     check_positive_int("batch_size", batch_size)
     check_seed(seed)
     beta = losses.check_beta(beta)
     lr = check_learning_rate(lr)
-    if train_x.ndim != 2 or train_x.shape[1] != 784:
-        raise ValueError(f"train_x must have shape (N, 784), got {tuple(train_x.shape)}")
     device = resolve_device(device)
     model.to(device)
     train_x = train_x.to(device)
