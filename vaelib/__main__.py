@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--parameter", nargs="+", action="append", required=True, metavar=("NAME", "VALUE"),
                    help="a parameter and its values, e.g. -p beta 0 1 4; repeat for a grid")
     p.add_argument("--out", default="_build/sweeps", help="folder for the executed notebooks")
+    p.add_argument("--timeout", type=float, default=3600,
+                   help="seconds a cell may run before its run is recorded as failed (default 3600)")
     return parser
 
 
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "sweep":
-            sweep.run(args.notebook, args.parameter, args.out)
+            sweep.run(args.notebook, args.parameter, args.out, args.timeout)
         elif args.command == "download":
             cmd_download(args)
         elif args.command == "export-web":
