@@ -91,7 +91,7 @@ def test_save_without_overwrite_is_an_exclusive_create(tmp_path):
     with pytest.raises(FileExistsError, match="tiny.safetensors already exists"):
         save_tiny(stem, seed=2, epochs=2, overwrite=False)
     (tmp_path / "tiny.safetensors").unlink()  # the weights gone: the sidecar still holds the name
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError, match="tiny.json already exists"):
         save_tiny(stem, seed=2, epochs=2, overwrite=False)
     assert (tmp_path / "tiny.json").read_bytes() == before["tiny.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.json"]  # no temporary file left

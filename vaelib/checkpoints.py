@@ -97,6 +97,9 @@ def save(stem: str | os.PathLike, model: nn.Module, config: dict, history: list 
     }
     try:
         files.commit(files.write_temporary(sidecar_path, _encode(sidecar)), sidecar_path, overwrite)  # the commit
+    except FileExistsError:
+        staged.unlink(missing_ok=True)
+        raise FileExistsError(f"{sidecar_path} already exists: choose another name, or allow overwriting") from None
     except BaseException:
         staged.unlink(missing_ok=True)
         raise
