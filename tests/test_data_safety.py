@@ -81,6 +81,9 @@ def test_each_failing_mirror_is_one_line_and_the_next_is_tried(tmp_path, mirrors
         data.download("mnist", tmp_path / "root", mirrors=tuple(mirrors[:3]))
     message = str(error.value)
     assert "\n" not in message and all(url in message for url in mirrors[:3])
+    for reason in ("is not a complete gzip file", "the reply ended after 19 bytes of the promised 100000",
+                   "not an HTTP reply (BadStatusLine"):
+        assert reason in message
     assert sorted(p.name for p in folder.iterdir()) == sorted(f"{n}.gz" for n in data.DATASETS["mnist"].sha256
                                                              if n != LABELS)  # no .part left
     data.download("mnist", tmp_path / "root", mirrors=tuple(mirrors))

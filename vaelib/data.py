@@ -71,6 +71,7 @@ DATASETS = {
 }
 
 SPLIT_PREFIX = {"train": "train", "test": "t10k"}
+MAX_DOWNLOAD = 64 * 2**20  # bytes; MNIST's largest file is 9.9 MB compressed
 SIZES = {"train-images-idx3-ubyte": 47_040_016, "train-labels-idx1-ubyte": 60_008,  # bytes, decompressed:
          "t10k-images-idx3-ubyte": 7_840_016, "t10k-labels-idx1-ubyte": 10_008}  # reading stops past them
 
@@ -118,21 +119,19 @@ def _what_is(path: Path) -> str | None:
     return next((kind for test, kind in kinds.items() if test(mode)), "not a regular file")
 
 
-def _inflate(stream, limit: int, source: str) -> bytes:
-    """At most `limit` bytes from a seekable gzip stream (or a plain one): a gzip bomb stops at the limit."""
-    if stream.read(2) == b"\x1f\x8b":  # gzip magic number
-        stream.seek(0)
-        stream = gzip.GzipFile(fileobj=stream)
-    else:
-        stream.seek(0)
+def _inflate(stream, limit: int) -> bytes:
+    """At most `limit` bytes from a seekable gzip stream (or a plain one): a gzip bomb stops at the limit.
+
+    A corrupt or oversized stream raises ValueError with the reason, to follow the file's name.
+    """
+    gzipped = stream.read(2) == b"\x1f\x8b"  # gzip magic number
+    stream.seek(0)
     try:
-        data = stream.read(limit + 1)
+        data = (gzip.GzipFile(fileobj=stream) if gzipped else stream).read(limit + 1)
     except (OSError, EOFError, zlib.error) as error:
-        raise DataError(f"{source} is not a complete gzip file ({error}). It is probably truncated or "
-                        f"corrupt: move it aside and download it again.") from error
+        raise ValueError(f"is not a complete gzip file ({error})") from error
     if len(data) > limit:
-        raise DataError(f"{source} holds more than the {limit} bytes that this file has: it is not the "
-                        f"dataset's file. Move it aside and download it again.")
+        raise ValueError(f"holds more than the {limit} bytes that this file has")
     return data
 
 
@@ -143,9 +142,10 @@ def _decompressed_bytes(path: Path, limit: int) -> bytes:
         raise DataError(f"{path} is {what}, not a data file: move it aside and fetch the file again.")
     try:
         with path.open("rb") as stream:
-            return _inflate(stream, limit, source)
-    except DataError:
-        raise
+            return _inflate(stream, limit)
+    except ValueError as error:
+        raise DataError(f"{source} {error}: it is truncated or is not the dataset's file. Move it aside "
+                        f"and download it again.") from error
     except PermissionError as error:
         raise DataError(f"{path} cannot be read ({error.strerror}): give yourself read permission "
                         f"(chmod u+r) or point {ENV_VAR} at a copy you can read.") from error
@@ -207,17 +207,20 @@ def download(
     Each download goes to a temporary file first and is moved into place only once it checks out.
     """
     info = _dataset_info(dataset)
-    folder = files.check_writable_folder(raw_folder(dataset, root), "the data (--root)")
+    folder = raw_folder(dataset, root)
     files.remove_stale(folder)  # the .part files of a download that was killed
-    for name, expected in info.sha256.items():
-        if _find(name, [folder, *map(Path, info.extra_folders)]) is not None:
-            continue  # whatever is there (even a dangling link) is the user's: read_idx reports it
+    # whatever is there already (even a dangling link) is the user's: never touched, read_idx reports it
+    missing = {name: sha for name, sha in info.sha256.items()
+               if _find(name, [folder, *map(Path, info.extra_folders)]) is None}
+    if missing:
+        files.check_writable_folder(folder, "the data (--root)")
+    for name, expected in missing.items():
         errors = []
         for mirror in mirrors or info.mirrors:
             url = f"{mirror.rstrip('/')}/{name}.gz"
             try:
                 payload, data = _fetch(url, timeout, SIZES[name])
-            except (OSError, EOFError, zlib.error, http.client.HTTPException, ValueError) as error:
+            except (OSError, ValueError) as error:
                 errors.append(f"{url}: {' '.join(str(error).split()) or type(error).__name__}")
                 continue  # URLError, a bad gzip, a short body, a reply that is not HTTP: the next mirror
             if hashlib.sha256(data).hexdigest() != expected:
@@ -238,10 +241,21 @@ def download(
 
 
 def _fetch(url: str, timeout: float, limit: int) -> tuple[bytes, bytes]:
-    """(the gzip bytes, their decompressed bytes, at most `limit` of them) from `url`."""
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        payload = response.read(64 * 2**20)  # MNIST's largest file is 9.9 MB compressed
-    return payload, _inflate(io.BytesIO(payload), limit, url)
+    """(the gzip bytes, their decompressed bytes) from `url`; ValueError or OSError says what went wrong."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            payload = response.read(MAX_DOWNLOAD + 1)
+    except http.client.IncompleteRead as error:
+        raise ValueError(f"the reply ended after {len(error.partial)} bytes of the promised "
+                         f"{len(error.partial) + (error.expected or 0)}") from error
+    except http.client.HTTPException as error:  # BadStatusLine, RemoteDisconnected, ...
+        raise ValueError(f"not an HTTP reply ({type(error).__name__}: {str(error)[:60]!r})") from error
+    if len(payload) > MAX_DOWNLOAD:
+        raise ValueError(f"the reply is larger than {MAX_DOWNLOAD} bytes: not a dataset file")
+    if length is not None and length.isdigit() and len(payload) != int(length):
+        raise ValueError(f"the reply ended after {len(payload)} bytes of the promised {length}")
+    return payload, _inflate(io.BytesIO(payload), limit)
 
 
 def load_mnist(

@@ -60,7 +60,7 @@ def remove_stale(folder: Path, target_name: str | None = None) -> list[Path]:
         try:
             path.unlink()
             removed.append(path)
-        except FileNotFoundError:
+        except OSError:  # gone already, or a folder we may not write to: best effort
             pass
     return removed
 
