@@ -1,8 +1,7 @@
 """Nothing a user had is lost: a save killed at any moment, two saves racing, a read-only folder."""
 import json
 import os
-import stat
-import sys
+import time
 
 import pytest
 import torch
@@ -45,8 +44,14 @@ def save_dying_after(stem, n):
             os._exit(0)
         except BaseException:
             os._exit(3)
-    _, status = os.waitpid(pid, 0)
-    code = os.waitstatus_to_exitcode(status)
+    deadline = time.monotonic() + 60
+    while (waited := os.waitpid(pid, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the writer hung")
+        time.sleep(0.005)
+    code = os.waitstatus_to_exitcode(waited[1])
     assert code in (0, 17), code
     return code == 0
 
@@ -166,6 +171,17 @@ def test_an_edited_recipe_is_found(saved, key, value):
     path.write_text(json.dumps({**json.loads(path.read_text()), key: value}))
     with pytest.raises(checkpoints.CheckpointError, match="tiny.json was edited after it was saved"):
         checkpoints.load(saved)
+
+
+def test_a_sidecar_without_its_hash_is_refused_until_sealed(saved):
+    path = saved.with_suffix(".json")
+    sidecar = json.loads(path.read_text())
+    del sidecar["recipe_sha256"]
+    path.write_text(json.dumps(sidecar))
+    with pytest.raises(checkpoints.CheckpointError, match=r"records no recipe_sha256 .* checkpoints.seal"):
+        checkpoints.load(saved)
+    checkpoints.seal(saved)
+    assert checkpoints.load(saved)[1]["epochs"] == 1
 
 
 def test_updated_metrics_keep_the_sidecar_valid(saved):
