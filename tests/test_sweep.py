@@ -52,7 +52,7 @@ def test_a_pipe_or_newline_in_a_value_keeps_the_table_one_row_per_run(tmp_path, 
     (["-p", "x", '{"a": 1}'], "is a JSON dict: a sweep value must be a number, true/false, null or a string"),
     (["-p", "x", "[1, 2]"], "is a JSON list"),
     (["-p", "x", "1", "2", "-p", "x", "3"], "-p x is given twice: put all its values in one, e.g. -p x 1 2 3"),
-    (["-p", "x", "1", "--timeout", "0"], "timeout must be a finite number of seconds > 0"),
+    (["-p", "x", "1", "--timeout", "0"], "timeout must be a finite number > 0, got 0.0"),
 ])
 def test_bad_sweep_arguments_are_one_line_and_nothing_runs(tmp_path, args, message, capsys, monkeypatch):
     import papermill

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import re
 from pathlib import Path
+
+from . import checks
 
 
 def parse_value(text: str):
@@ -93,8 +94,7 @@ def run(notebook: str, parameters: list[list[str]], out: str = "_build/sweeps", 
 
     source = Path(notebook)
     check_notebook(source)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
-        raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
+    checks.check_number("timeout", timeout, 0.0, strict=True)  # seconds
     grid = {}
     for entry in parameters:
         if len(entry) < 2:
