@@ -14,12 +14,12 @@ def no_training(monkeypatch):
 
 
 @pytest.mark.parametrize("train_x, message", [
-    ((GOOD * 255).to(torch.uint8), r"train_x must be float32 pixels in \[0, 1\], got uint8: divide by 255"),
+    ((GOOD * 255).to(torch.uint8), r"train_x must be float32 pixels in \[0, 1\], got uint8: divide by 255 as in x.float\(\) / 255"),
     (GOOD.long(), "got int64: convert it with .float()"),
     (GOOD.double(), "got float64: convert it with .float()"),
     (GOOD * 255, r"values from .* to .*: divide by 255"),
     (GOOD - 0.5, r"must hold pixels in \[0, 1\]"),
-    (torch.full((8, 784), float("nan")), r"must hold pixels in \[0, 1\], got values from nan"),
+    (torch.full((8, 784), float("nan")), "train_x holds NaN pixels"),
     (torch.empty(0, 784), r"train_x holds no images \(shape \(0, 784\)\)"),
     (GOOD.numpy(), r"train_x must be a torch.Tensor \(N, 784\), got ndarray: convert it with torch.as_tensor"),
     (torch.rand(8, 28, 28), r"train_x must have shape \(N, 784\), got \(8, 28, 28\)"),

@@ -32,6 +32,10 @@ def check_positive_int(name: str, value, minimum: int = 1, maximum: int = MAX_IN
     return value
 
 
+def check_seed(seed) -> int:
+    return check_positive_int("seed", seed, minimum=0, maximum=MAX_SEED)
+
+
 def check_flag(name: str, value) -> bool:
     """A True/False setting: a string such as 'yes' or 'false' is refused rather than read as truthy."""
     if not isinstance(value, bool):
@@ -63,7 +67,7 @@ def check_latent_dim(latent_dim) -> int:
     return check_positive_int("latent_dim", latent_dim, maximum=MAX_LATENT_DIM)
 
 
-def check_images(name: str, x, allow_empty: bool = False) -> torch.Tensor:
+def check_images(name: str, x) -> torch.Tensor:
     """Images `x`: a float32 tensor (N, 784) with pixels in [0, 1]; anything else is refused with the fix."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor (N, 784), got {type(x).__name__}: convert it with "
@@ -71,18 +75,15 @@ def check_images(name: str, x, allow_empty: bool = False) -> torch.Tensor:
     if x.ndim != 2 or x.shape[1] != 784:
         raise ValueError(f"{name} must have shape (N, 784), got {tuple(x.shape)}: flatten each image with "
                          f".reshape(len(x), 784)")
-    if len(x) == 0 and not allow_empty:
+    if len(x) == 0:
         raise ValueError(f"{name} holds no images (shape {tuple(x.shape)}): pass at least one")
     if x.dtype != torch.float32:
-        hint = "divide by 255 and convert with .float()" if x.dtype == torch.uint8 else "convert it with .float()"
+        hint = "divide by 255 as in x.float() / 255" if x.dtype == torch.uint8 else "convert it with .float()"
         raise ValueError(f"{name} must be float32 pixels in [0, 1], got {str(x.dtype)[6:]}: {hint}")
-    if len(x):
-        low, high = x.min().item(), x.max().item()
-        if not (0.0 <= low and high <= 1.0):  # NaN fails too
-            raise ValueError(f"{name} must hold pixels in [0, 1], got values from {low:g} to {high:g}: "
-                             f"divide by 255 (or rescale) first")
+    low, high = x.min().item(), x.max().item()
+    if math.isnan(low):
+        raise ValueError(f"{name} holds NaN pixels: find where they came from, or replace them with torch.nan_to_num")
+    if not (0.0 <= low and high <= 1.0):
+        raise ValueError(f"{name} must hold pixels in [0, 1], got values from {low:g} to {high:g}: "
+                         f"divide by 255 (or rescale) first")
     return x
-
-
-def check_seed(seed) -> int:
-    return check_positive_int("seed", seed, minimum=0, maximum=MAX_SEED)
