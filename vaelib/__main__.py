@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import checkpoints, data, files, registry, sweep, train
+from . import checkpoints, checks, data, files, registry, sweep, train
 
 
 class Parser(argparse.ArgumentParser):
@@ -140,16 +140,17 @@ def cmd_evaluate(args) -> None:
     targets = list(registry.REGISTRY) if args.targets == ["all"] else args.targets
     if not targets:
         raise ValueError("name a registry model, a checkpoint path, or 'all'")
-    train.check_positive_int("--k", args.k, maximum=train.MAX_K)  # before anything is allocated
+    checks.check_positive_int("--k", args.k, maximum=train.MAX_K)  # before anything is allocated
     if args.iw_images is not None:
-        train.check_positive_int("--iw-images", args.iw_images, maximum=10_000)  # the test set's size
+        checks.check_positive_int("--iw-images", args.iw_images, maximum=10_000)  # the test set's size
     test_x, _ = data.load_mnist("test")
     rows = []
     for target in targets:
         model, sidecar = checkpoints.load(target, expected=registry.recipe(target).config()
                                           if target in registry.REGISTRY else None)
-        iw_images = args.iw_images if args.iw_images is not None else (registry.REGISTRY[target].iw_images if target in registry.REGISTRY
-                                       else len(test_x))
+        iw_images = args.iw_images
+        if iw_images is None:
+            iw_images = registry.REGISTRY[target].iw_images if target in registry.REGISTRY else len(test_x)
         metrics = registry.test_metrics(model, test_x, iw_images, args.k, progress=True)
         if args.save:
             sidecar["metrics"] = {**sidecar.get("metrics", {}), **metrics}
