@@ -27,6 +27,10 @@ def test_help_everywhere(command):
     (["train", "--model", "vae", "--batch-size", "0", "--out", "x"], "batch_size must be an integer >= 1"),
     (["train", "--model", "vae"], "give --out PATH"),
     (["evaluate", "no-such-model"], "no checkpoint sidecar"),
+    (["train", "--model", "vae", "--latent-dim", "100000000000", "--out", "x"], "latent_dim must be an integer <= 4096"),
+    (["evaluate", "vae-l2-b1", "--k", "1000000000000"], "--k must be an integer <= 100000"),
+    (["export-web", "README.md/models.js"], "README.md is a file, not a folder"),
+    (["sweep", "README.md", "-p", "beta", "1"], "README.md is not a Jupyter notebook"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])
 def test_bad_arguments_give_one_line_and_exit_2(args, message):

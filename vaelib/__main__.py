@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from . import checkpoints, data, registry, sweep, train
+from . import checkpoints, checks, data, files, registry, sweep, train
 
 
 class Parser(argparse.ArgumentParser):
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activation", choices=["relu", "tanh"], default="relu")
     p.add_argument("--precision", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
                    help="the forward pass's precision; auto: bfloat16 only where it is faster on this machine")
-    p.add_argument("--out", help="checkpoint path for a custom model (required with --model)")
+    p.add_argument("--out", help="checkpoint path for a custom model, from the current folder (required with --model)")
     p.add_argument("--overwrite", action="store_true", help="with --out: replace a checkpoint already there")
     p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
 
@@ -69,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--parameter", nargs="+", action="append", required=True, metavar=("NAME", "VALUE"),
                    help="a parameter and its values, e.g. -p beta 0 1 4; repeat for a grid")
     p.add_argument("--out", default="_build/sweeps", help="folder for the executed notebooks")
+    p.add_argument("--timeout", type=float, default=3600,
+                   help="seconds a cell may run before its run is recorded as failed (default 3600)")
     return parser
 
 
@@ -78,7 +81,11 @@ def _row(name: str, metrics: dict) -> list[str]:
             str(metrics.get("iw_images", "-")), str(metrics.get("active_units", "-"))]
 
 
-HEADER = ["model", "-ELBO", "BCE", "KL", "-log p(x) IW k=1000", "IW images", "active units"]
+def header(k: int = 1000) -> list[str]:
+    return ["model", "-ELBO", "BCE", "KL", f"-log p(x) IW k={k}", "IW images", "active units"]
+
+
+HEADER = header()
 
 
 def _print_table(header: list[str], rows: list[list[str]], markdown: bool = False) -> None:
@@ -97,13 +104,17 @@ def cmd_train(args) -> None:
     if args.model:
         if args.names or not args.out:
             raise ValueError("--model trains one custom model: give --out PATH and no registry names")
-        existing = [path for path in checkpoints.paths(args.out) if path.exists()]
-        if existing and not args.overwrite:  # checked before training: nothing of the user's is replaced
-            raise ValueError(f"{existing[0]} already exists: choose another --out, or add --overwrite to replace it")
         spec = registry.custom_recipe(args.model, args.latent_dim, args.beta, args.epochs, args.seed,
                                       args.batch_size, args.lr, args.activation, args.precision)
+        out = Path(args.out).absolute()  # a path from the current folder, never one in the package
+        weights, _ = checkpoints.paths(out)
+        files.check_writable_folder(weights.parent, "--out")
+        checkpoints.finish_interrupted_save(out)
+        existing = [path for path in checkpoints.paths(out) if path.exists() or path.is_symlink()]
+        if existing and not args.overwrite:  # checked before training, and again by the save itself
+            raise ValueError(f"{existing[0]} already exists: choose another --out, or add --overwrite to replace it")
         model, history, metrics = registry.train_recipe(spec, device=args.device, progress=True)
-        path = registry.save_trained(args.out, spec, model, history, metrics)
+        path = registry.save_trained(out, spec, model, history, metrics, overwrite=args.overwrite)
         print(f"saved {path}: {json.dumps(metrics)}")
         return
     names = list(registry.REGISTRY) if args.names == ["all"] else args.names
@@ -129,19 +140,23 @@ def cmd_evaluate(args) -> None:
     targets = list(registry.REGISTRY) if args.targets == ["all"] else args.targets
     if not targets:
         raise ValueError("name a registry model, a checkpoint path, or 'all'")
+    checks.check_positive_int("--k", args.k, maximum=train.MAX_K)  # before anything is allocated
+    if args.iw_images is not None:
+        checks.check_positive_int("--iw-images", args.iw_images, maximum=10_000)  # the test set's size
     test_x, _ = data.load_mnist("test")
     rows = []
     for target in targets:
         model, sidecar = checkpoints.load(target, expected=registry.recipe(target).config()
                                           if target in registry.REGISTRY else None)
-        iw_images = args.iw_images or (registry.REGISTRY[target].iw_images if target in registry.REGISTRY
-                                       else len(test_x))
+        iw_images = args.iw_images
+        if iw_images is None:
+            iw_images = registry.REGISTRY[target].iw_images if target in registry.REGISTRY else len(test_x)
         metrics = registry.test_metrics(model, test_x, iw_images, args.k, progress=True)
         if args.save:
             sidecar["metrics"] = {**sidecar.get("metrics", {}), **metrics}
             checkpoints.write_sidecar(target, sidecar)
         rows.append(_row(target, metrics))
-    _print_table(HEADER, rows, args.markdown)
+    _print_table(header(args.k), rows, args.markdown)
 
 
 def cmd_list(args) -> None:
@@ -155,11 +170,18 @@ def cmd_list(args) -> None:
     _print_table(["model", "status"] + HEADER[1:] + ["used in"], rows)
 
 
+def fail(command: str, error, code: int) -> int:
+    """Print the error as one line on stderr and return the exit code."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    print(f"python -m vaelib {command}: error: {message}", file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "sweep":
-            sweep.run(args.notebook, args.parameter, args.out)
+            sweep.run(args.notebook, args.parameter, args.out, args.timeout)
         elif args.command == "download":
             cmd_download(args)
         elif args.command == "export-web":
@@ -168,14 +190,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             {"train": cmd_train, "evaluate": cmd_evaluate, "list": cmd_list}[args.command](args)
     except (ValueError, FileNotFoundError) as error:  # bad input: one line, exit code 2
-        print(f"python -m vaelib {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return fail(args.command, error, 2)
     except sweep.SweepFailed as error:  # the runs that worked are written; say which did not
-        print(f"python -m vaelib {args.command}: error: {error}", file=sys.stderr)
-        return 1
+        return fail(args.command, error, 1)
     except train.TrainingDiverged as error:  # nothing was saved: the previous checkpoint stands
-        print(f"python -m vaelib {args.command}: error: {error} Nothing was saved.", file=sys.stderr)
-        return 1
+        return fail(args.command, f"{error} Nothing was saved.", 1)
+    except (checkpoints.SaveFailed, OSError) as error:  # the machine, not the arguments
+        return fail(args.command, error, 1)
+    except KeyboardInterrupt:
+        return fail(args.command, "interrupted: nothing was saved from the unfinished step", 130)
+    except Exception as error:  # a bug: still one line, never a traceback
+        return fail(args.command, f"unexpected {type(error).__name__}: {error}. Please report this", 1)
     return 0
 
 

@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
+import io
 import os
-import tempfile
+import stat
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from . import files
 
 DEFAULT_ROOT = "./data"
 ENV_VAR = "VAELIB_DATA"
@@ -66,6 +71,9 @@ DATASETS = {
 }
 
 SPLIT_PREFIX = {"train": "train", "test": "t10k"}
+MAX_DOWNLOAD = 64 * 2**20  # bytes; MNIST's largest file is 9.9 MB compressed
+SIZES = {"train-images-idx3-ubyte": 47_040_016, "train-labels-idx1-ubyte": 60_008,  # bytes, decompressed:
+         "t10k-images-idx3-ubyte": 7_840_016, "t10k-labels-idx1-ubyte": 10_008}  # reading stops past them
 
 
 class DataError(FileNotFoundError):
@@ -91,25 +99,58 @@ def raw_folder(dataset: str = "mnist", root: str | os.PathLike | None = None) ->
 
 
 def _find(name: str, folders: list[Path]) -> Path | None:
-    """The first of `name` or `name.gz` that exists in `folders`, in order."""
+    """The first of `name` or `name.gz` that is in `folders`, in order: a file, or whatever else is there."""
     for folder in folders:
         for candidate in (folder / name, folder / f"{name}.gz"):
-            if candidate.is_file():
+            if os.path.lexists(candidate):
                 return candidate
     return None
 
 
-def _decompressed_bytes(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":  # gzip magic number
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError) as error:
-            raise DataError(
-                f"{path.name} in {path.parent} is not a complete gzip file ({error}). "
-                f"It is probably truncated: move it aside and download it again."
-            ) from error
-    return raw
+def _what_is(path: Path) -> str | None:
+    """None for a regular file (or a link to one); else what the path is, in words."""
+    if not path.exists():
+        return f"a symbolic link to {os.readlink(path)}, which does not exist"
+    mode = path.stat().st_mode
+    if stat.S_ISREG(mode):
+        return None
+    kinds = {stat.S_ISDIR: "a folder", stat.S_ISFIFO: "a named pipe (FIFO)", stat.S_ISSOCK: "a socket",
+             stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device"}
+    return next((kind for test, kind in kinds.items() if test(mode)), "not a regular file")
+
+
+def _inflate(stream, limit: int) -> bytes:
+    """At most `limit` bytes from a seekable gzip stream (or a plain one): a gzip bomb stops at the limit.
+
+    A corrupt or oversized stream raises ValueError with the reason, to follow the file's name.
+    """
+    gzipped = stream.read(2) == b"\x1f\x8b"  # gzip magic number
+    stream.seek(0)
+    try:
+        data = (gzip.GzipFile(fileobj=stream) if gzipped else stream).read(limit + 1)
+    except (OSError, EOFError, zlib.error) as error:
+        raise ValueError(f"is not a complete gzip file ({error})") from error
+    if len(data) > limit:
+        raise ValueError(f"holds more than the {limit} bytes that this file has")
+    return data
+
+
+def _decompressed_bytes(path: Path, limit: int) -> bytes:
+    source = f"{path.name} in {path.parent}"
+    what = _what_is(path)
+    if what is not None:
+        raise DataError(f"{path} is {what}, not a data file: move it aside and fetch the file again.")
+    try:
+        with path.open("rb") as stream:
+            return _inflate(stream, limit)
+    except ValueError as error:
+        raise DataError(f"{source} {error}: it is truncated or is not the dataset's file. Move it aside "
+                        f"and download it again.") from error
+    except PermissionError as error:
+        raise DataError(f"{path} cannot be read ({error.strerror}): give yourself read permission "
+                        f"(chmod u+r) or point {ENV_VAR} at a copy you can read.") from error
+    except OSError as error:
+        raise DataError(f"{path} cannot be read ({error.strerror or error}): move it aside and fetch a fresh copy.") from error
 
 
 def _fix_hint(dataset: str) -> str:
@@ -143,7 +184,7 @@ def read_idx(name: str, dataset: str = "mnist", root: str | os.PathLike | None =
         raise DataError(
             f"{name}[.gz] is missing from {folder.absolute()}. {_fix_hint(dataset)}."
         )
-    data = _decompressed_bytes(path)
+    data = _decompressed_bytes(path, SIZES[name])
     digest = hashlib.sha256(data).hexdigest()
     if digest != info.sha256[name]:
         raise DataError(
@@ -167,30 +208,29 @@ def download(
     """
     info = _dataset_info(dataset)
     folder = raw_folder(dataset, root)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, expected in info.sha256.items():
-        if _find(name, [folder, *map(Path, info.extra_folders)]) is not None:
-            continue
+    files.remove_stale(folder)  # the .part files of a download that was killed
+    # whatever is there already (even a dangling link) is the user's: never touched, read_idx reports it
+    missing = {name: sha for name, sha in info.sha256.items()
+               if _find(name, [folder, *map(Path, info.extra_folders)]) is None}
+    if missing:
+        files.check_writable_folder(folder, "the data (--root)")
+    for name, expected in missing.items():
         errors = []
         for mirror in mirrors or info.mirrors:
             url = f"{mirror.rstrip('/')}/{name}.gz"
             try:
-                with urllib.request.urlopen(url, timeout=timeout) as response:
-                    payload = response.read()
-                data = gzip.decompress(payload)
-            except (OSError, EOFError) as error:  # URLError, HTTPError and bad gzip are all OSErrors
-                errors.append(f"{url}: {error}")
-                continue
+                payload, data = _fetch(url, timeout, SIZES[name])
+            except (OSError, ValueError) as error:
+                errors.append(f"{url}: {' '.join(str(error).split()) or type(error).__name__}")
+                continue  # URLError, a bad gzip, a short body, a reply that is not HTTP: the next mirror
             if hashlib.sha256(data).hexdigest() != expected:
                 errors.append(f"{url}: SHA-256 mismatch")
                 continue
             target = folder / f"{name}.gz"
-            with tempfile.NamedTemporaryFile(dir=folder, suffix=".part", delete=False) as part:
-                part.write(payload)
-            if target.exists():  # appeared meanwhile: keep the user's file
-                os.unlink(part.name)
-            else:
-                os.replace(part.name, target)
+            try:  # flushed to disk, then linked in place only if nothing appeared there meanwhile
+                files.commit(files.write_temporary(target, payload, suffix=".part"), target, overwrite=False)
+            except FileExistsError:
+                pass  # appeared meanwhile: keep the user's file
             break
         else:
             raise DataError(
@@ -198,6 +238,24 @@ def download(
                 + f". Without internet, copy the files there by hand or set {ENV_VAR}."
             )
     return folder
+
+
+def _fetch(url: str, timeout: float, limit: int) -> tuple[bytes, bytes]:
+    """(the gzip bytes, their decompressed bytes) from `url`; ValueError or OSError says what went wrong."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            length = response.headers.get("Content-Length")
+            payload = response.read(MAX_DOWNLOAD + 1)
+    except http.client.IncompleteRead as error:
+        raise ValueError(f"the reply ended after {len(error.partial)} bytes of the promised "
+                         f"{len(error.partial) + (error.expected or 0)}") from error
+    except http.client.HTTPException as error:  # BadStatusLine, RemoteDisconnected, ...
+        raise ValueError(f"not an HTTP reply ({type(error).__name__}: {str(error)[:60]!r})") from error
+    if len(payload) > MAX_DOWNLOAD:
+        raise ValueError(f"the reply is larger than {MAX_DOWNLOAD} bytes: not a dataset file")
+    if length is not None and length.isdigit() and len(payload) != int(length):
+        raise ValueError(f"the reply ended after {len(payload)} bytes of the promised {length}")
+    return payload, _inflate(io.BytesIO(payload), limit)
 
 
 def load_mnist(

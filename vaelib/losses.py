@@ -5,11 +5,12 @@ value. Introduced in: 03_vae
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from .checks import check_beta  # noqa: F401  (its home is checks.py)
 
 EPS = 1e-10  # the original's guard against log(0)
 
@@ -18,12 +19,6 @@ class LossParts(NamedTuple):
     total: torch.Tensor  # reconstruction + beta * kl
     reconstruction: torch.Tensor  # -log p(x | z), summed
     kl: torch.Tensor  # KL(q(z | x) || N(0, I)), summed
-
-
-def check_beta(beta) -> float:
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta < 0:
-        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
-    return float(beta)
 
 
 def bce(x_hat: torch.Tensor, x: torch.Tensor, eps: float = EPS) -> torch.Tensor:

@@ -14,13 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_latent_dim  # noqa: F401  (its home is checks.py)
+
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
-
-
-def check_latent_dim(latent_dim) -> int:
-    if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim < 1:
-        raise ValueError(f"latent_dim must be an integer >= 1, got {latent_dim!r}")
-    return latent_dim
 
 
 def activation_layer(name: str) -> nn.Module:

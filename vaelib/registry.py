@@ -7,13 +7,16 @@ tutorials). Introduced in: 02_autoencoder
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import checkpoints, data, losses, models, train
+from . import checkpoints, checks, data, files, losses, models, train
 from .device import check_mixed_precision
 
 
@@ -73,7 +76,7 @@ def custom_recipe(kind: str = "vae", latent_dim: int = 2, beta: float = 1.0, epo
     train.check_positive_int("epochs", epochs, minimum=0)
     train.check_positive_int("batch_size", batch_size)
     train.check_learning_rate(lr)
-    train.check_positive_int("seed", seed, minimum=0)
+    checks.check_seed(seed)
     check_mixed_precision(mixed_precision)
     models.activation_layer(activation)
     return Recipe(kind, latent_dim, losses.check_beta(beta), epochs, seed, batch_size, float(lr), activation,
@@ -91,6 +94,7 @@ def test_metrics(model: nn.Module, test_x: torch.Tensor, iw_images: int = 10_000
     result = {"neg_elbo": metrics["loss"], "reconstruction": metrics["reconstruction"], "kl": metrics["kl"]}
     if isinstance(model, models.Autoencoder):
         return result
+    checks.check_positive_int("iw_images", iw_images)
     subset = test_x[:iw_images]
     bound = train.importance_weighted_bound(model, subset, k=k, progress=progress)
     result.update({
@@ -165,6 +169,10 @@ def load_or_train(name: str, retrain: bool = False, train_subset: int | None = N
     """
     spec = recipe(name)
     train.check_flag("retrain", retrain)
+    settable = [f.name for f in dataclasses.fields(Recipe) if f.name not in ("kind", "description", "iw_images")]
+    unknown = [key for key in overrides if key not in settable]
+    if unknown:
+        raise ValueError(f"load_or_train has no setting {unknown[0]!r}: choose from {', '.join(settable)}")
     changes = {key: value for key, value in dict(overrides, epochs=epochs).items()
                if value is not None and value != getattr(spec, key)}
     if changes:
@@ -181,6 +189,8 @@ def load_or_train(name: str, retrain: bool = False, train_subset: int | None = N
         model.record = record
         return model
     save = exact and not retrain  # only the recipe itself becomes the shipped checkpoint
+    if save:
+        files.check_writable_folder(stem.parent, "the checkpoints")  # before training, not after
     model, history, metrics = train_recipe(spec, train_subset, device, progress, compute_metrics=save)
     if save:
         save_trained(stem, spec, model, history, metrics)
@@ -195,16 +205,35 @@ def trained_precision(history: list) -> str:
     return history[-1].get("precision", "float32") if history else "float32"
 
 
-def save_trained(stem: str | Path, spec: Recipe, model: nn.Module, history: list, metrics: dict) -> Path:
-    """Save a model trained with `spec`, its recipe and the data's checksums in the sidecar."""
+def save_trained(stem: str | Path, spec: Recipe, model: nn.Module, history: list, metrics: dict,
+                 overwrite: bool = True) -> Path:
+    """Save a model trained with `spec`, its recipe and the data's checksums in the sidecar.
+
+    When the save fails (a full disk, a folder made read-only, a checkpoint that another run saved at
+    `stem` meanwhile), the trained model is kept under another name and `SaveFailed` says where.
+    """
     config = {**spec.config(), "mixed_precision": spec.mixed_precision, "precision": trained_precision(history),
               "data_sha256": data.DATASETS["mnist"].sha256}
-    return checkpoints.save(stem, model, config, history, metrics)
+    try:
+        return checkpoints.save(stem, model, config, history, metrics, overwrite=overwrite)
+    except OSError as error:
+        reason = (f"{checkpoints.paths(stem)[0]} appeared while this model trained" if isinstance(error, FileExistsError)
+                  else f"could not save to {checkpoints.paths(stem)[0]} ({error.strerror or error})")
+        for folder in (Path.cwd(), Path(tempfile.gettempdir())):
+            kept = folder / f"{Path(stem).name}.rescued-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+            try:
+                checkpoints.save(kept, model, config, history, metrics, overwrite=False)
+            except OSError:
+                continue
+            raise checkpoints.SaveFailed(f"{reason}: the trained model is kept at {checkpoints.paths(kept)[0]} "
+                                         f"(and its .json): move both where you want them") from error
+        raise checkpoints.SaveFailed(f"{reason}, nor anywhere else: the trained model is lost; free some "
+                                     f"space and train again") from error
 
 
 def retrain_and_save(name: str, directory: Path | None = None, device=None, progress: bool = True) -> Path:
     """Train `name` with its recipe and replace its checkpoint, atomically, only once training succeeded."""
     spec = recipe(name)
+    directory = files.check_writable_folder(directory or checkpoints.CHECKPOINT_DIR, "the checkpoints")
     model, history, metrics = train_recipe(spec, device=device, progress=progress)
-    return save_trained((directory or checkpoints.CHECKPOINT_DIR) / name, spec, model, history, metrics)
-
+    return save_trained(directory / name, spec, model, history, metrics)

@@ -11,15 +11,47 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
+
+from . import checks
 
 
 def parse_value(text: str):
     """'4' -> 4, '0.5' -> 0.5, 'true' -> True, 'null' -> None, anything else stays a string."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        value = json.loads(text)
+    except (json.JSONDecodeError, ValueError):  # ValueError: a number of more than 4300 digits
         return text
+    if isinstance(value, (dict, list)):
+        raise ValueError(f"the value {text!r:.60} is a JSON {type(value).__name__}: a sweep value must be a number, "
+                         f"true/false, null or a string")
+    return value
+
+
+def file_label(chosen: dict) -> str:
+    """'beta=4_epochs=5', safe as a file name: a '/' or other odd character becomes '_'."""
+    label = "_".join(f"{name}={value}" for name, value in chosen.items())
+    return re.sub(r"[^\w.=+-]", "_", label)[:150]
+
+
+def markdown_cell(value) -> str:
+    """A table cell: floats to two decimals; a '|' escaped and line breaks joined, so the row stays one row."""
+    text = f"{value:.2f}" if isinstance(value, float) else str(value)
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def check_notebook(source: Path) -> None:
+    """A readable Jupyter notebook, else ValueError (FileNotFoundError if there is nothing there)."""
+    if not source.is_file():
+        raise FileNotFoundError(f"no notebook at {source}")
+    try:
+        notebook = json.loads(source.read_bytes())
+    except (ValueError, UnicodeDecodeError):
+        notebook = None
+    if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list) or "nbformat" not in notebook:
+        raise ValueError(f"{source} is not a Jupyter notebook (a JSON object with 'cells' and 'nbformat'): "
+                         f"give a chapter's .ipynb file")
 
 
 def notebook_results(path: str | Path) -> dict:
@@ -41,32 +73,35 @@ class SweepFailed(RuntimeError):
 def write_table(rows: list[dict], folder: Path, stem: str) -> Path:
     """`<stem>_sweep.md` (a markdown table) and `<stem>_sweep.json` (the same rows) in `folder`."""
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = ["| " + " | ".join(map(markdown_cell, columns)) + " |", "|" + "---|" * len(columns)]
     for row in rows:
-        cells = [f"{row[c]:.2f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns]
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(markdown_cell(row.get(c, "")) for c in columns) + " |")
     table = folder / f"{stem}_sweep.md"
     table.write_text("\n".join(lines) + "\n")
     (folder / f"{stem}_sweep.json").write_text(json.dumps(rows, indent=1) + "\n")
     return table
 
 
-def run(notebook: str, parameters: list[list[str]], out: str = "_build/sweeps") -> Path:
+def run(notebook: str, parameters: list[list[str]], out: str = "_build/sweeps", timeout: float = 3600) -> Path:
     """Execute `notebook` once per point of the grid; returns the path of the markdown table.
 
     The table is rewritten after every run, so an interrupted sweep keeps what it finished. A run that
-    fails is recorded in the table's `error` column and the sweep goes on; `SweepFailed` is raised at
-    the end, naming the failed runs (their executed notebooks hold the traceback).
+    fails, or whose cell runs longer than `timeout` seconds (a hung kernel), is recorded in the table's
+    `error` column and the sweep goes on; `SweepFailed` is raised at the end, naming the failed runs
+    (their executed notebooks hold the traceback).
     """
     import papermill
 
     source = Path(notebook)
-    if not source.is_file():
-        raise FileNotFoundError(f"no notebook at {source}")
+    check_notebook(source)
+    checks.check_number("timeout", timeout, 0.0, strict=True)  # seconds
     grid = {}
     for entry in parameters:
         if len(entry) < 2:
             raise ValueError(f"-p needs a name and at least one value, got {entry}")
+        if entry[0] in grid:
+            raise ValueError(f"-p {entry[0]} is given twice: put all its values in one, e.g. -p {entry[0]} "
+                             f"{' '.join(map(str, grid[entry[0]]))} {' '.join(entry[1:])}")
         grid[entry[0]] = [parse_value(v) for v in entry[1:]]
     known = papermill.inspect_notebook(str(source))  # the names that its `parameters` cell sets
     unknown = [name for name in grid if name not in known]
@@ -76,18 +111,23 @@ def run(notebook: str, parameters: list[list[str]], out: str = "_build/sweeps") 
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     points = list(itertools.product(*grid.values()))
-    rows, failures = [], []
+    rows, failures, used = [], [], set()
     for number, values in enumerate(points, start=1):
         chosen = dict(zip(grid, values))
-        label = "_".join(f"{name}={value}" for name, value in chosen.items())
+        label = file_label(chosen)
         target = folder / f"{source.stem}__{label}.ipynb"
+        if target.name in used:  # two values that differ only in odd characters: keep both notebooks
+            target = folder / f"{source.stem}__{label}__{number}.ipynb"
+        used.add(target.name)
         print(f"[{number}/{len(points)}] running {source.name} with {chosen} -> {target}", flush=True)
         try:
             papermill.execute_notebook(str(source), str(target), parameters=chosen, kernel_name="python3",
-                                       cwd=str(source.parent), progress_bar=False)
+                                       cwd=str(source.parent), progress_bar=False, execution_timeout=timeout)
             results = notebook_results(target)
-        except (papermill.PapermillExecutionError, ValueError) as error:
-            reason = f"{error.ename}: {error.evalue}" if hasattr(error, "ename") else str(error)
+        except Exception as error:  # a failed cell, a timeout, a dead kernel: this run failed, the sweep goes on
+            reason = (f"{error.ename}: {error.evalue}" if hasattr(error, "ename")
+                      else f"{type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error))
+            reason = " ".join(reason.split())[:300]
             failures.append(f"{label} ({reason})")
             print(f"[{number}/{len(points)}] failed: {reason}", flush=True)
             rows.append({**chosen, "error": reason})

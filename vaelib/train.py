@@ -12,31 +12,16 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import losses
+from .checks import check_flag, check_images, check_learning_rate, check_positive_int, check_seed  # noqa: F401
 from .data import Batches
-from .device import autocast, choose_precision, default_device, grad_scaler, resolve_device  # noqa: F401
+from .device import autocast, check_mixed_precision, choose_precision, default_device, grad_scaler, resolve_device  # noqa: F401
+
+
+MAX_K = 100_000  # importance samples: k = 1000 is the literature's; 100,000 already takes minutes per image batch
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite. The message names the epoch and the batch."""
-
-
-def check_positive_int(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def check_flag(name: str, value) -> bool:
-    """A True/False setting: a string such as 'yes' or 'false' is refused rather than read as truthy."""
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
-
-
-def check_learning_rate(lr) -> float:
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    return float(lr)
 
 
 def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = None, *,
@@ -54,13 +39,15 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
 
     Introduced in: 02_autoencoder
     """
+    check_mixed_precision(mixed_precision)
+    train_x = check_images("train_x", train_x)
+    if test_x is not None:
+        test_x = check_images("test_x", test_x)
     check_positive_int("epochs", epochs, minimum=0)
     check_positive_int("batch_size", batch_size)
-    check_positive_int("seed", seed, minimum=0)
+    check_seed(seed)
     beta = losses.check_beta(beta)
     lr = check_learning_rate(lr)
-    if train_x.ndim != 2 or train_x.shape[1] != 784:
-        raise ValueError(f"train_x must have shape (N, 784), got {tuple(train_x.shape)}")
     device = resolve_device(device)
     model.to(device)
     train_x = train_x.to(device)
@@ -152,7 +139,7 @@ def importance_weighted_bound(model: nn.Module, x: torch.Tensor, k: int = 1000, 
     Burda, Grosse and Salakhutdinov, "Importance Weighted Autoencoders" (2016), eq. 8. With k = 1 it is
     the ELBO; it tightens as k grows. Computed with log-sum-exp, in chunks of images.
     """
-    check_positive_int("k", k)
+    check_positive_int("k", k, maximum=MAX_K)
     device = next(model.parameters()).device
     model.eval()
     chunk = images_per_chunk or max(1, decode_batch // k)

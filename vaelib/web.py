@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoints, data, plots, train
+from . import checkpoints, data, files, plots, train
 
 PLANE_MODELS = {"0": "vae-l2-b0", "1": "vae-l2-b1", "4": "vae-l2-b4"}  # beta -> registry name
 TRAVERSAL_MODELS = {"1": "convvae-l10-b1", "4": "convvae-l10-b4"}
@@ -61,12 +61,14 @@ def traversal_model(name: str) -> dict:
 
 def export(path: str | Path) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: give the JavaScript file to write, e.g. {path / 'models.js'}")
+    files.check_writable_folder(path.parent, "the exported file")  # before minutes of work
     test_x, test_y = data.load_mnist("test")
     payload = {
         "plane": {beta: plane_model(name, test_x, test_y) for beta, name in PLANE_MODELS.items()},
         "labels": _b64(test_y.numpy().astype(np.uint8)),
         "traversal": {beta: traversal_model(name) for beta, name in TRAVERSAL_MODELS.items()},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
     checkpoints.atomic_write_bytes(path, f"window.VAE_EXPLORER_DATA = {json.dumps(payload)};\n".encode())
     return path
