@@ -19,7 +19,22 @@ from torch import nn
 
 from . import __version__, models
 
-CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+
+def default_directory() -> Path:
+    """$VAELIB_CHECKPOINTS; else checkpoints/ beside the package (a checkout, or `pip install -e .`);
+    else the nearest checkpoints/ in or above the working folder (a checkout installed with
+    `pip install .`, its chapters run from chapters/)."""
+    if os.environ.get("VAELIB_CHECKPOINTS"):
+        return Path(os.environ["VAELIB_CHECKPOINTS"])
+    beside = Path(__file__).resolve().parent.parent / "checkpoints"
+    if beside.is_dir():
+        return beside
+    here = Path.cwd().resolve()
+    found = [folder / "checkpoints" for folder in (here, *here.parents) if (folder / "checkpoints").is_dir()]
+    return found[0] if found else beside
+
+
+CHECKPOINT_DIR = default_directory()
 CONFIG_KEYS = ("kind", "latent_dim", "beta", "activation", "epochs", "seed", "batch_size", "lr")
 
 
