@@ -65,18 +65,26 @@ def _replace_widgets(app, doctree):
         del js_files[key]  # the state script and the widget manager
 
 
-def repository_url(config) -> str | None:
-    """The address in _config.yml (`repository: url:`), or None while it is the placeholder."""
-    url = (config.html_theme_options or {}).get("repository_url", "")
-    return url if url.startswith(("https://", "http://", "git@")) else None
+def repository_url(setting: str) -> str | None:
+    """The address in _config.yml (`repository: url:`), or None while it holds a placeholder."""
+    return setting if setting.startswith(("https://", "http://", "git@")) else None
+
+
+def _read_repository(app, config):
+    """Keep `repository: url:` for the run page; the theme must not see a placeholder (it parses it)."""
+    theme = config.html_theme_options or {}
+    config.course_repository_url = theme.get("repository_url", "")
+    config.course_repository_branch = theme.get("repository_branch", "main")
+    if not repository_url(config.course_repository_url):
+        theme.pop("repository_url", None)
 
 
 class RepositoryCommands(SphinxDirective):
     """The shell commands that fetch the course and run a chapter, with the repository's address."""
 
     def run(self):
-        url = repository_url(self.config)
-        branch = (self.config.html_theme_options or {}).get("repository_branch", "main")
+        url = repository_url(self.config.course_repository_url)
+        branch = self.config.course_repository_branch
         where = nodes.paragraph()
         if url:
             where += [nodes.Text("The course's repository: "),
@@ -100,6 +108,9 @@ class RepositoryCommands(SphinxDirective):
 
 def setup(app):
     app.connect("config-inited", _drop_thebe, priority=900)  # after every extension has connected
+    app.add_config_value("course_repository_url", "", "env")
+    app.add_config_value("course_repository_branch", "main", "env")
+    app.connect("config-inited", _read_repository, priority=100)  # before the theme reads the address
     app.connect("doctree-read", _replace_widgets)
     app.add_directive("repository-commands", RepositoryCommands)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

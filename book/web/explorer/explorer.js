@@ -495,7 +495,8 @@
     state.view.half = DATA.models[state.model].range;
     drawMap();
     const ready = choose(state.model);
-    return {state, ready, choose, update, inspect, sample, map, digit, pad, sliders, encodeDigit,
+    const setView = (view) => { state.view = view; renderMeans(); drawMap(); };
+    return {state, ready, choose, update, inspect, sample, map, digit, pad, sliders, encodeDigit, setView,
             toCanvas: (z) => [px(z[0]), py(z[1])], net: () => net};
   }
 
