@@ -145,10 +145,24 @@ def changes(driver, canvas, action):
     return canvas_pixels(driver, canvas) != before
 
 
-def shot(driver, name, element=None):
-    if element is not None:
-        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
-    (SHOTS / f"explorer_{name}.png").write_bytes(driver.get_screenshot_as_png())
+def into_view(driver, element):
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    return driver
+
+
+def click(driver, element):
+    """Click as a reader would, after scrolling the element clear of the page's sticky header."""
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
+    element.click()
+
+
+def shot(driver, name, element):
+    """A screenshot of one explorer (the whole element, even where it runs past the window)."""
+    box = driver.execute_script("const r = arguments[0].getBoundingClientRect();"
+                                " return [r.left + scrollX, r.top + scrollY, r.width, r.height];", element)
+    clip = {"x": box[0] - 8, "y": box[1] - 8, "width": box[2] + 16, "height": box[3] + 16, "scale": 1}
+    image = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
+    (SHOTS / f"explorer_{name}.png").write_bytes(base64.b64decode(image["data"]))
 
 
 def run_js(driver, script, *args):
@@ -181,10 +195,10 @@ def test_chapter_twins_respond(browser, base_url):
     run_js(browser, "await window.vaeExplorer.explorers.map[0].ready;")
     root = browser.find_element(By.CSS_SELECTOR, ".vae-explorer[data-kind=map]")
     plane = root.find_element(By.CSS_SELECTOR, ".vae-map")
-    shot(browser, "chapter4_beta1", plane)
-    assert changes(browser, plane, lambda: (root.find_element(By.CSS_SELECTOR, "input[value='vae-l2-b0']").click(),
-                                            wait_for(browser, "return window.vaeExplorer.explorers.map[0].state.view.half > 15")))
-    shot(browser, "chapter4_beta0", plane)
+    shot(browser, "chapter4_beta1", root)
+    assert changes(browser, plane, lambda: (click(browser, root.find_element(By.CSS_SELECTOR, "input[value='vae-l2-b0']")),
+                                            wait_for(browser, "return window.vaeExplorer.explorers.map[0].state.loaded === 'vae-l2-b0'")))
+    shot(browser, "chapter4_beta0", root)
 
     open_page(browser, base_url, "chapters/05_latent_walk")
     wait_for(browser, "return window.vaeExplorer && window.vaeExplorer.explorers.map")
@@ -193,7 +207,7 @@ def test_chapter_twins_respond(browser, base_url):
     assert changes(browser, digit, lambda: browser.execute_script(
         "const s = window.vaeExplorer.explorers.map[0].sliders[0]; s.value = 2.5; s.dispatchEvent(new Event('input'));"))
     assert browser.execute_script("return window.vaeExplorer.explorers.map[0].state.z")[0] == 2.5
-    shot(browser, "chapter5_sliders", digit)
+    shot(browser, "chapter5_sliders", browser.find_element(By.CSS_SELECTOR, ".vae-explorer"))
 
     open_page(browser, base_url, "chapters/07_disentanglement")
     wait_for(browser, "return window.vaeExplorer && window.vaeExplorer.explorers.sliders")
@@ -202,7 +216,7 @@ def test_chapter_twins_respond(browser, base_url):
     digit = browser.find_element(By.CSS_SELECTOR, ".vae-explorer .vae-digit")
     assert changes(browser, digit, lambda: browser.execute_script(
         "const s = window.vaeExplorer.explorers.sliders[0].sliders[4]; s.value = 2; s.dispatchEvent(new Event('input'));"))
-    shot(browser, "chapter7_sliders", digit)
+    shot(browser, "chapter7_sliders", browser.find_element(By.CSS_SELECTOR, ".vae-explorer"))
 
 
 def draw_stroke(browser, pad, points):
@@ -248,20 +262,19 @@ def test_drawing_encodes_like_pytorch(explorer_page):
     kl = losses.kl_to_standard_normal(mu, logvar).item()
     assert f"BCE = {bce:.1f}" in readout and f"KL  = {kl:.2f}" in readout, (readout, bce, kl)
     # Sample: z = mu + sigma * eps, with eps shown
-    assert changes(browser, digit, lambda: root.find_element(By.CSS_SELECTOR, ".vae-sample").click())
+    assert changes(browser, digit, lambda: click(browser, root.find_element(By.CSS_SELECTOR, ".vae-sample")))
     sampled = browser.execute_script("const s = window.vaeExplorer.explorers.map[0].state; return [s.z, s.eps];")
     z, eps = torch.tensor(sampled[0]), torch.tensor(sampled[1])
     assert torch.allclose(z, mu[0] + (logvar[0] / 2).exp() * eps, atol=1e-4)
     assert "eps =" in root.find_element(By.CSS_SELECTOR, ".vae-readout").text
     shot(browser, "sampled", root)
-    assert changes(browser, digit, lambda: root.find_element(By.CSS_SELECTOR, ".vae-use-mean").click())
+    assert changes(browser, digit, lambda: click(browser, root.find_element(By.CSS_SELECTOR, ".vae-use-mean")))
     # every model: the map changes, and the drawing is encoded again by that model's encoder
     for name, half in (("vae-l2-b0", 15), ("vae-l2-b4", 2), ("autoencoder-l2-linear", 20)):
         assert changes(browser, plane, lambda: (
-            root.find_element(By.CSS_SELECTOR, f"input[value='{name}']").click(),
-            wait_for(browser, f"return window.vaeExplorer.explorers.map[0].state.model === '{name}'"
-                              " && window.vaeExplorer.explorers.map[0].net() !== null"
-                              f" && window.vaeExplorer.explorers.map[0].state.view.half > {half}")))
+            click(browser, root.find_element(By.CSS_SELECTOR, f"input[value='{name}']")),
+            wait_for(browser, f"return window.vaeExplorer.explorers.map[0].state.loaded === '{name}'")))
+        assert browser.execute_script("return window.vaeExplorer.explorers.map[0].state.view.half") > half
         model, _ = checkpoints.load(name)
         with torch.no_grad():
             code = model.encode(x[None])[0][0]
@@ -270,7 +283,7 @@ def test_drawing_encodes_like_pytorch(explorer_page):
         shot(browser, f"drawn_{name}", root)
     assert root.find_element(By.CSS_SELECTOR, ".vae-sample").get_attribute("disabled")  # no sigma to sample with
     assert "no KL term" in root.find_element(By.CSS_SELECTOR, ".vae-readout").text
-    assert changes(browser, pad, lambda: root.find_element(By.CSS_SELECTOR, ".vae-clear").click())
+    assert changes(browser, pad, lambda: click(browser, root.find_element(By.CSS_SELECTOR, ".vae-clear")))
 
 
 def test_map_zooms_pans_and_shows_a_clicked_test_digit(explorer_page, mnist):
@@ -280,29 +293,31 @@ def test_map_zooms_pans_and_shows_a_clicked_test_digit(explorer_page, mnist):
     browser = explorer_page
     root = browser.find_element(By.CSS_SELECTOR, ".vae-explorer[data-kind=map]")
     plane = root.find_element(By.CSS_SELECTOR, ".vae-map")
-    browser.find_element(By.CSS_SELECTOR, "input[value='vae-l2-b1']").click()
-    wait_for(browser, "const m = window.vaeExplorer.explorers.map[0]; return m.state.model === 'vae-l2-b1' && m.net()")
+    click(browser, browser.find_element(By.CSS_SELECTOR, "input[value='vae-l2-b1']"))
+    wait_for(browser, "return window.vaeExplorer.explorers.map[0].state.loaded === 'vae-l2-b1'")
     view = lambda: browser.execute_script("return window.vaeExplorer.explorers.map[0].state.view")
     half = view()["half"]
-    assert changes(browser, plane, lambda: root.find_element(By.CSS_SELECTOR, "[data-zoom=in]").click())
+    assert changes(browser, plane, lambda: click(browser, root.find_element(By.CSS_SELECTOR, "[data-zoom=in]")))
     assert view()["half"] < half
-    assert changes(browser, plane, lambda: root.find_element(By.CSS_SELECTOR, "[data-zoom=out]").click())
-    assert changes(browser, plane, lambda: ActionChains(browser).move_to_element_with_offset(plane, 150, 150)
+    assert changes(browser, plane, lambda: click(browser, root.find_element(By.CSS_SELECTOR, "[data-zoom=out]")))
+    assert changes(browser, plane, lambda: ActionChains(into_view(browser, plane)).move_to_element_with_offset(plane, 150, 150)
                    .click_and_hold().move_by_offset(-60, 40).release().perform())  # pan: drag off the point
     assert view()["cx"] > 0 and view()["cy"] > 0
     assert changes(browser, plane, lambda: ActionChains(browser).scroll_from_origin(
         ScrollOrigin.from_element(plane), 0, -200).perform())  # the wheel zooms
-    root.find_element(By.CSS_SELECTOR, "[data-zoom=fit]").click()
+    click(browser, root.find_element(By.CSS_SELECTOR, "[data-zoom=fit]"))
     # drag the point: z follows, and the digit is vae.decode(z)
     digit = root.find_element(By.CSS_SELECTOR, ".vae-digit")
+    before = [0.5, 0.5]
+    browser.execute_script("const m = window.vaeExplorer.explorers.map[0]; m.state.z = arguments[0]; m.update();", before)
     start = browser.execute_script("const m = window.vaeExplorer.explorers.map[0]; return m.toCanvas(m.state.z)")
     width = browser.execute_script("return arguments[0].width", plane)
     css = plane.size["width"] / width
-    assert changes(browser, digit, lambda: ActionChains(browser).move_to_element_with_offset(
+    assert changes(browser, digit, lambda: ActionChains(into_view(browser, plane)).move_to_element_with_offset(
         plane, int((start[0] - width / 2) * css), int((start[1] - width / 2) * css)).click_and_hold()
         .move_by_offset(-70, 50).release().perform())
     z = browser.execute_script("return window.vaeExplorer.explorers.map[0].state.z")
-    assert z[0] < -0.5 and z[1] < -0.5  # left and down: z1 across, z2 up
+    assert z[0] < before[0] - 0.5 and z[1] < before[1] - 0.5  # left and down: z1 across, z2 up
     model, _ = checkpoints.load("vae-l2-b1")
     with torch.no_grad():
         assert (shown_digit(browser, digit) - model.decode(torch.tensor([z]))[0]).abs().max() <= 1 / 255 + 1e-3
@@ -313,7 +328,7 @@ def test_map_zooms_pans_and_shows_a_clicked_test_digit(explorer_page, mnist):
     browser.execute_script("window.vaeExplorer.explorers.map[0].setView({cx: arguments[0], cy: arguments[1], half: 0.3})",
                            *mu[0].tolist())  # zoomed in on test digit n's dot
     dot = browser.execute_script("const m = window.vaeExplorer.explorers.map[0]; return m.toCanvas(arguments[0])", mu[0].tolist())
-    ActionChains(browser).move_to_element_with_offset(plane, int((dot[0] - width / 2) * css),
+    ActionChains(into_view(browser, plane)).move_to_element_with_offset(plane, int((dot[0] - width / 2) * css),
                                                       int((dot[1] - width / 2) * css)).click().perform()
     wait_for(browser, "return window.vaeExplorer.explorers.map[0].state.selected !== null")
     chosen = browser.execute_script("return window.vaeExplorer.explorers.map[0].state.selected")
@@ -324,7 +339,7 @@ def test_map_zooms_pans_and_shows_a_clicked_test_digit(explorer_page, mnist):
     with torch.no_grad():
         recon = model.decode(model.encode(mnist[0][chosen : chosen + 1])[0])[0]
     assert (shown_digit(browser, inspect.find_element(By.CSS_SELECTOR, ".vae-recon")) - recon).abs().max() <= 1 / 255 + 1e-3
-    root.find_element(By.CSS_SELECTOR, "[data-zoom=fit]").click()
+    click(browser, root.find_element(By.CSS_SELECTOR, "[data-zoom=fit]"))
     shot(browser, "clicked_dot", root)
 
 
@@ -352,7 +367,7 @@ def test_ten_sliders_combine_and_match_pytorch(explorer_page, base_url):
     assert network == [] and "convvae" not in str(browser.execute_script("return window.vaeExplorer.requested"))
     root = browser.find_element(By.CSS_SELECTOR, ".vae-explorer[data-kind=sliders]")
     digit = root.find_element(By.CSS_SELECTOR, ".vae-digit")
-    assert changes(browser, digit, lambda: (root.find_element(By.CSS_SELECTOR, ".vae-start").click(),
+    assert changes(browser, digit, lambda: (click(browser, root.find_element(By.CSS_SELECTOR, ".vae-start")),
                                             wait_for(browser, "return window.vaeExplorer.explorers.sliders[0].net()", 60)))
     assert [u for u in requested_urls(browser) if "convvae" in u] != []  # loaded when started
     for unit, value in ((2, 1.5), (5, -2.0), (8, 0.75)):  # each slider moves on its own; the others stay
@@ -376,13 +391,12 @@ def test_ten_sliders_combine_and_match_pytorch(explorer_page, base_url):
             assert (shown_digit(browser, digit) - expected).abs().max() <= 1 / 255 + 1e-3
     print(f"\nconv decoder: largest pixel difference from PyTorch {worst:.2e}")
     assert worst < 1e-3
-    assert changes(browser, digit, lambda: (root.find_element(By.CSS_SELECTOR, "input[value='convvae-l10-b4']").click(),
-                                            wait_for(browser, "return window.vaeExplorer.explorers.sliders[0].state.model"
-                                                              " === 'convvae-l10-b4'"),
-                                            run_js(browser, "await window.vaeExplorer.load('convvae-l10-b4');")))
+    assert changes(browser, digit, lambda: (click(browser, root.find_element(By.CSS_SELECTOR, "input[value='convvae-l10-b4']")),
+                                            wait_for(browser, "return window.vaeExplorer.explorers.sliders[0].state.loaded"
+                                                              " === 'convvae-l10-b4'", 60)))
     shot(browser, "ten_sliders_beta4", root)
     for button in ("vae-random", "vae-reset"):
-        assert changes(browser, digit, lambda: root.find_element(By.CSS_SELECTOR, f".{button}").click())
+        assert changes(browser, digit, lambda: click(browser, root.find_element(By.CSS_SELECTOR, f".{button}")))
 
 
 def test_interpolation_matches_pytorch(explorer_page, mnist):
@@ -403,7 +417,7 @@ def test_interpolation_matches_pytorch(explorer_page, mnist):
     strip = root.find_element(By.CSS_SELECTOR, ".vae-strip-latent")
     pad = root.find_element(By.CSS_SELECTOR, ".vae-slot-b canvas")
     assert changes(browser, strip, lambda: draw_stroke(browser, pad, [(0.5, 0.15), (0.5, 0.5), (0.52, 0.85)]))
-    assert changes(browser, strip, lambda: (root.find_element(By.CSS_SELECTOR, ".vae-slot-a .vae-random-test").click(),
+    assert changes(browser, strip, lambda: (click(browser, root.find_element(By.CSS_SELECTOR, ".vae-slot-a .vae-random-test")),
                                             run_js(browser, "await window.vaeExplorer.load('mnist-test');")))
     shot(browser, "interpolation_drawn", root)
 
@@ -426,11 +440,11 @@ def test_inpainting_is_chapter_8s_method(explorer_page, mnist):
     assert (got - filled).abs().max() < 1e-3
     shot(browser, "inpainting_bottom", root)
     completed = root.find_element(By.CSS_SELECTOR, ".vae-completed")
-    assert changes(browser, completed, lambda: root.find_element(By.CSS_SELECTOR, "[data-hide=left]").click())
+    assert changes(browser, completed, lambda: click(browser, root.find_element(By.CSS_SELECTOR, "[data-hide=left]")))
     assert changes(browser, completed, lambda: browser.execute_script(
         "const r = arguments[0].querySelector('.vae-rounds'); r.value = 2; r.dispatchEvent(new Event('input'));", root))
     mask = root.find_element(By.CSS_SELECTOR, ".vae-mask")
-    root.find_element(By.CSS_SELECTOR, "[data-hide=none]").click()
+    click(browser, root.find_element(By.CSS_SELECTOR, "[data-hide=none]"))
     assert changes(browser, mask, lambda: ActionChains(browser).move_to_element_with_offset(mask, -40, -30).click_and_hold()
                    .move_by_offset(60, 10).release().perform())
     assert browser.execute_script("return window.vaeExplorer.explorers.inpaint[0].state.hidden.some((h) => h)")

@@ -169,7 +169,7 @@
             <span class="vae-zoom"><button type="button" data-zoom="out" title="zoom out">\u2212</button><button
               type="button" data-zoom="in" title="zoom in">+</button><button type="button" data-zoom="fit">fit</button></span>
           </div>
-          <canvas class="vae-map" width="480" height="480"
+          <canvas class="vae-map" width="420" height="420"
             aria-label="latent map: drag the black point, drag elsewhere to pan, scroll to zoom, click a dot"></canvas>
           <p class="vae-key">${DIGIT_COLORS.map((c, d) => `<span><i style="background: ${c}"></i>${d}</span>`).join("")}
             <span class="vae-key-prior">prior: circles at 1, 2, 3 sd</span></p>
@@ -187,14 +187,14 @@
               <figcaption>the encoder's input</figcaption></figure>` : ""}
             <figure><canvas class="vae-digit" width="112" height="112"></canvas><figcaption>decoded at z</figcaption></figure>
           </div>
-          <pre class="vae-readout"></pre>
           <div class="vae-inspect" hidden><p class="vae-caption"></p><div class="vae-figures">
             <figure><canvas class="vae-test" width="84" height="84"></canvas><figcaption>test digit</figcaption></figure>
             <figure><canvas class="vae-recon" width="84" height="84"></canvas><figcaption>reconstruction</figcaption></figure>
           </div></div>
-          <p class="vae-timing"></p>
         </div>
-      </div>`;
+      </div>
+      <pre class="vae-readout"></pre>
+      <p class="vae-timing"></p>`;
     const $ = (selector) => root.querySelector(selector);
     const map = $(".vae-map"), digit = $(".vae-digit"), readout = $(".vae-readout"), status = $(".vae-status");
     const M = {left: 44, right: 8, top: 8, bottom: 30}; // margins of the plot inside the canvas, in px
@@ -286,14 +286,19 @@
           context.arc(px(net.means[2 * state.selected]), py(net.means[2 * state.selected + 1]), 7, 0, 2 * Math.PI);
           context.stroke();
         }
-        // z: the black point
-        context.fillStyle = "#000";
-        context.strokeStyle = "#fff";
+        // z: the black point (a ring while a drawn digit's mean is shown, so that the cross stays visible)
         context.lineWidth = 2;
         context.beginPath();
-        context.arc(px(state.z[0]), py(state.z[1]), 7, 0, 2 * Math.PI);
-        context.fill();
-        context.stroke();
+        context.arc(px(state.z[0]), py(state.z[1]), enc ? 9 : 7, 0, 2 * Math.PI);
+        if (enc) {
+          context.strokeStyle = "#000";
+          context.stroke();
+        } else {
+          context.fillStyle = "#000";
+          context.strokeStyle = "#fff";
+          context.fill();
+          context.stroke();
+        }
         context.restore();
         // frame, ticks and their labels, axis names
         context.strokeStyle = "#666";
@@ -393,6 +398,7 @@
       return load(name).then((model) => {
         if (ticket !== chosen) return;
         net = model;
+        state.loaded = name;
         status.textContent = "";
         $(".vae-sample") && ($(".vae-sample").disabled = !net.variational);
         const range = DATA.models[name].range;
@@ -547,6 +553,7 @@
       return load(name).then((model) => {
         if (ticket !== chosen) return;
         net = model;
+        state.loaded = name;
         status.textContent = "";
         sliders.forEach((s) => { s.disabled = false; });
         redraw();
