@@ -160,9 +160,13 @@ def shot(driver, name, element):
     """A screenshot of one explorer (the whole element, even where it runs past the window)."""
     box = driver.execute_script("const r = arguments[0].getBoundingClientRect();"
                                 " return [r.left + scrollX, r.top + scrollY, r.width, r.height];", element)
+    driver.execute_script("document.querySelectorAll('.bd-header-article, .skip-link, .bd-header')"
+                          ".forEach((e) => { e.style.visibility = 'hidden'; })")  # sticky: they would cover the shot
     clip = {"x": box[0] - 8, "y": box[1] - 8, "width": box[2] + 16, "height": box[3] + 16, "scale": 1}
     image = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
     (SHOTS / f"explorer_{name}.png").write_bytes(base64.b64decode(image["data"]))
+    driver.execute_script("document.querySelectorAll('.bd-header-article, .skip-link, .bd-header')"
+                          ".forEach((e) => { e.style.visibility = ''; })")
 
 
 def run_js(driver, script, *args):

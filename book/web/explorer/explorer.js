@@ -162,14 +162,14 @@
     const sliderCount = Number(root.dataset.sliders || 0);
     const group = `vae-map-${groups++}`;
     root.innerHTML = `
+      <div class="vae-toolbar">
+        <fieldset class="vae-models"><legend>model</legend></fieldset>
+        <span class="vae-zoom">zoom <button type="button" data-zoom="out" title="zoom out">\u2212</button><button
+          type="button" data-zoom="in" title="zoom in">+</button><button type="button" data-zoom="fit">fit</button></span>
+      </div>
       <div class="vae-row">
         <div class="vae-mapbox">
-          <div class="vae-toolbar">
-            <fieldset class="vae-models"><legend>model</legend></fieldset>
-            <span class="vae-zoom"><button type="button" data-zoom="out" title="zoom out">\u2212</button><button
-              type="button" data-zoom="in" title="zoom in">+</button><button type="button" data-zoom="fit">fit</button></span>
-          </div>
-          <canvas class="vae-map" width="420" height="420"
+          <canvas class="vae-map" width="400" height="400"
             aria-label="latent map: drag the black point, drag elsewhere to pan, scroll to zoom, click a dot"></canvas>
           <p class="vae-key">${DIGIT_COLORS.map((c, d) => `<span><i style="background: ${c}"></i>${d}</span>`).join("")}
             <span class="vae-key-prior">prior: circles at 1, 2, 3 sd</span></p>
@@ -181,10 +181,10 @@
             <canvas class="vae-pad" width="280" height="280" aria-label="drawing pad"></canvas>
             <div><button type="button" class="vae-clear">clear</button>
             <button type="button" class="vae-sample" title="z = mu + sigma * eps">Sample</button>
-            <button type="button" class="vae-use-mean">use the mean</button></div></div>` : ""}
+            <button type="button" class="vae-use-mean" title="z = mu">mean</button></div></div>` : ""}
           <div class="vae-figures">
             ${withPad ? `<figure><canvas class="vae-input" width="112" height="112"></canvas>
-              <figcaption>the encoder's input</figcaption></figure>` : ""}
+              <figcaption>encoder input</figcaption></figure>` : ""}
             <figure><canvas class="vae-digit" width="112" height="112"></canvas><figcaption>decoded at z</figcaption></figure>
           </div>
           <div class="vae-inspect" hidden><p class="vae-caption"></p><div class="vae-figures">
@@ -344,7 +344,8 @@
       if (enc) {
         lines.unshift(`mu  = ${vector(enc.mu)}`);
         if (enc.logvar) {
-          lines.splice(1, 0, `sd  = ${vector(enc.logvar.map((v) => Math.exp(v / 2)))}`);
+          const sd = enc.logvar.map((v) => Math.exp(v / 2).toPrecision(2)); // beta = 0: sd near 0.001
+          lines.splice(1, 0, `sd  = (${sd.join(", ")})`);
           if (state.eps) lines.splice(2, 0, `eps = ${vector(state.eps)}`);
         }
         lines.push(`BCE = ${nets.bce(decoded, enc.x).toFixed(1)} nats (the drawn digit against the decoded one)`);
