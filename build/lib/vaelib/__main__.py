@@ -1,0 +1,183 @@
+"""Command line: `python -m vaelib {train,evaluate,list,download,sweep,export-web} --help`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import checkpoints, data, registry, sweep, train
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument gives one line on stderr and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="python -m vaelib", description="Train, evaluate and list the course's models.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    p = commands.add_parser("train", help="train a registry model (and save it) or a custom one",
+                            description="Train registry models by name (their checkpoints are replaced "
+                                        "only once training succeeds), or a custom model with --model.")
+    p.add_argument("names", nargs="*", help=f"registry names: {', '.join(registry.REGISTRY)}; or 'all'")
+    p.add_argument("--missing", action="store_true", help="with 'all': only those without a valid checkpoint")
+    p.add_argument("--model", choices=["autoencoder", "vae", "conv_vae"], help="train a custom model")
+    p.add_argument("--latent-dim", type=int, default=2)
+    p.add_argument("--beta", type=float, default=1.0)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--activation", choices=["relu", "tanh"], default="relu")
+    p.add_argument("--precision", choices=["auto", "float32", "bfloat16", "float16"], default="auto",
+                   help="the forward pass's precision; auto: bfloat16 only where it is faster on this machine")
+    p.add_argument("--out", help="checkpoint path for a custom model (required with --model)")
+    p.add_argument("--overwrite", action="store_true", help="with --out: replace a checkpoint already there")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+
+    p = commands.add_parser("evaluate", help="test metrics of a checkpoint",
+                            description="Test negative ELBO (reconstruction, KL), the importance-weighted "
+                                        "bound and active units, per image, in nats.")
+    p.add_argument("targets", nargs="*", help="registry names or checkpoint paths; 'all' for the registry")
+    p.add_argument("--k", type=int, default=1000, help="importance samples (default 1000)")
+    p.add_argument("--iw-images", type=int, help="test images for the IW bound (default: the recipe's)")
+    p.add_argument("--markdown", action="store_true", help="print a markdown table")
+    p.add_argument("--save", action="store_true", help="write the metrics into the checkpoint's sidecar")
+
+    commands.add_parser("list", help="the registry with each checkpoint's status and metrics",
+                        description="The registry with each checkpoint's status and stored metrics.")
+
+    p = commands.add_parser("download", help="fetch MNIST (or Fashion-MNIST) into the data folder",
+                            description="Download the dataset's missing IDX files from the canonical mirrors "
+                                        "and check their SHA-256. Files already there are never replaced.")
+    p.add_argument("--dataset", choices=sorted(data.DATASETS), default="mnist")
+    p.add_argument("--root", help=f"data root (default: ${data.ENV_VAR}, else ./data)")
+    p.add_argument("--mirror", action="append", help="a base URL to fetch from instead (repeatable)")
+
+    p = commands.add_parser("export-web", help="write the data file of the book's in-browser explorers",
+                            description="Write the decoder weights, latent means and traversal frames that "
+                                        "the book's explorer page decodes in the browser.")
+    p.add_argument("path", help="the JavaScript file to write, e.g. book/web/explorer/models.js")
+
+    p = commands.add_parser("sweep", help="re-run a chapter over a grid of parameters with papermill",
+                            description="Execute a chapter once per value of a parameter, writing each "
+                                        "executed notebook and a table of their metrics.")
+    p.add_argument("notebook")
+    p.add_argument("-p", "--parameter", nargs="+", action="append", required=True, metavar=("NAME", "VALUE"),
+                   help="a parameter and its values, e.g. -p beta 0 1 4; repeat for a grid")
+    p.add_argument("--out", default="_build/sweeps", help="folder for the executed notebooks")
+    return parser
+
+
+def _row(name: str, metrics: dict) -> list[str]:
+    fmt = lambda key, spec=".2f": format(metrics[key], spec) if key in metrics else "-"  # noqa: E731
+    return [name, fmt("neg_elbo"), fmt("reconstruction"), fmt("kl"), fmt("iw_nll"),
+            str(metrics.get("iw_images", "-")), str(metrics.get("active_units", "-"))]
+
+
+HEADER = ["model", "-ELBO", "BCE", "KL", "-log p(x) IW k=1000", "IW images", "active units"]
+
+
+def _print_table(header: list[str], rows: list[list[str]], markdown: bool = False) -> None:
+    if markdown:
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+    else:
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+
+
+def cmd_train(args) -> None:
+    if args.model:
+        if args.names or not args.out:
+            raise ValueError("--model trains one custom model: give --out PATH and no registry names")
+        existing = [path for path in checkpoints.paths(args.out) if path.exists()]
+        if existing and not args.overwrite:  # checked before training: nothing of the user's is replaced
+            raise ValueError(f"{existing[0]} already exists: choose another --out, or add --overwrite to replace it")
+        spec = registry.custom_recipe(args.model, args.latent_dim, args.beta, args.epochs, args.seed,
+                                      args.batch_size, args.lr, args.activation, args.precision)
+        model, history, metrics = registry.train_recipe(spec, device=args.device, progress=True)
+        path = registry.save_trained(args.out, spec, model, history, metrics)
+        print(f"saved {path}: {json.dumps(metrics)}")
+        return
+    names = list(registry.REGISTRY) if args.names == ["all"] else args.names
+    if not names:
+        raise ValueError("name a registry model (or 'all'), or give --model for a custom one")
+    for name in names:
+        registry.recipe(name)  # fail on a bad name before any training
+    for name in names:
+        if args.missing and registry.status(name) == "valid":
+            continue
+        path = registry.retrain_and_save(name, device=args.device)
+        print(f"saved {path}")
+
+
+def cmd_download(args) -> None:
+    folder = data.download(args.dataset, args.root, mirrors=tuple(args.mirror) if args.mirror else None)
+    for name in data.DATASETS[args.dataset].sha256:  # the files already there were not checked: check all
+        data.read_idx(name, args.dataset, args.root)
+    print(f"{args.dataset.upper()} is ready in {folder.absolute()}")
+
+
+def cmd_evaluate(args) -> None:
+    targets = list(registry.REGISTRY) if args.targets == ["all"] else args.targets
+    if not targets:
+        raise ValueError("name a registry model, a checkpoint path, or 'all'")
+    test_x, _ = data.load_mnist("test")
+    rows = []
+    for target in targets:
+        model, sidecar = checkpoints.load(target, expected=registry.recipe(target).config()
+                                          if target in registry.REGISTRY else None)
+        iw_images = args.iw_images or (registry.REGISTRY[target].iw_images if target in registry.REGISTRY
+                                       else len(test_x))
+        metrics = registry.test_metrics(model, test_x, iw_images, args.k, progress=True)
+        if args.save:
+            sidecar["metrics"] = {**sidecar.get("metrics", {}), **metrics}
+            checkpoints.write_sidecar(target, sidecar)
+        rows.append(_row(target, metrics))
+    _print_table(HEADER, rows, args.markdown)
+
+
+def cmd_list(args) -> None:
+    rows = []
+    for name, spec in registry.REGISTRY.items():
+        state = registry.status(name)
+        metrics = checkpoints.read_sidecar(name).get("metrics", {}) if state == "valid" else {}
+        rows.append([name, state.split(":")[0]] + _row(name, metrics)[1:] + [spec.description])
+        if state.startswith("invalid"):
+            print(f"{name}: {state}", file=sys.stderr)
+    _print_table(["model", "status"] + HEADER[1:] + ["used in"], rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "sweep":
+            sweep.run(args.notebook, args.parameter, args.out)
+        elif args.command == "download":
+            cmd_download(args)
+        elif args.command == "export-web":
+            from . import web
+            print(f"wrote {web.export(args.path)}")
+        else:
+            {"train": cmd_train, "evaluate": cmd_evaluate, "list": cmd_list}[args.command](args)
+    except (ValueError, FileNotFoundError) as error:  # bad input: one line, exit code 2
+        print(f"python -m vaelib {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except sweep.SweepFailed as error:  # the runs that worked are written; say which did not
+        print(f"python -m vaelib {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except train.TrainingDiverged as error:  # nothing was saved: the previous checkpoint stands
+        print(f"python -m vaelib {args.command}: error: {error} Nothing was saved.", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,264 @@
+"""MNIST and Fashion-MNIST as in-memory tensors, read straight from their IDX files.
+
+No torchvision: the four IDX files of each dataset are parsed with numpy, checked against the
+SHA-256 of their decompressed bytes, and returned as `x` float32 (N, 784) in [0, 1] and `y` int64 (N,).
+
+Where the files live (the torchvision layout):
+    <root>/MNIST/raw/train-images-idx3-ubyte[.gz]         (and the three others)
+    <root>/FashionMNIST/raw/...                           (or Debian's /usr/share/datasets/fashion-mnist/)
+and `root` is the explicit argument, else the VAELIB_DATA environment variable, else ./data.
+
+Introduced in: 01_data
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+DEFAULT_ROOT = "./data"
+ENV_VAR = "VAELIB_DATA"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    folder: str  # sub-folder of <root>, torchvision's name
+    mirrors: tuple[str, ...]  # base URLs, tried in order
+    sha256: dict[str, str]  # decompressed file name -> SHA-256 of its bytes
+    extra_folders: tuple[str, ...] = ()  # other places the files may already be
+    credit: str = ""
+
+
+DATASETS = {
+    "mnist": DatasetInfo(
+        folder="MNIST",
+        mirrors=(
+            "https://ossci-datasets.s3.amazonaws.com/mnist/",
+            "http://yann.lecun.com/exdb/mnist/",
+        ),
+        sha256={
+            "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+        },
+        credit="MNIST by Yann LeCun, Corinna Cortes and Christopher J.C. Burges (CC BY-SA 3.0)",
+    ),
+    "fashion-mnist": DatasetInfo(
+        folder="FashionMNIST",
+        mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        sha256={
+            "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+        },
+        extra_folders=("/usr/share/datasets/fashion-mnist",),
+        credit="Fashion-MNIST by Zalando Research (MIT licence)",
+    ),
+}
+
+SPLIT_PREFIX = {"train": "train", "test": "t10k"}
+
+
+class DataError(FileNotFoundError):
+    """A dataset file is missing, truncated or corrupt. The message says which one and how to fix it."""
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """The data root: `root` if given, else $VAELIB_DATA, else ./data."""
+    if root is not None:
+        return Path(root)
+    return Path(os.environ.get(ENV_VAR) or DEFAULT_ROOT)
+
+
+def _dataset_info(dataset: str) -> DatasetInfo:
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}: choose one of {sorted(DATASETS)}")
+    return DATASETS[dataset]
+
+
+def raw_folder(dataset: str = "mnist", root: str | os.PathLike | None = None) -> Path:
+    """`<root>/MNIST/raw` (or `<root>/FashionMNIST/raw`): where the IDX files belong."""
+    return data_root(root) / _dataset_info(dataset).folder / "raw"
+
+
+def _find(name: str, folders: list[Path]) -> Path | None:
+    """The first of `name` or `name.gz` that exists in `folders`, in order."""
+    for folder in folders:
+        for candidate in (folder / name, folder / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _decompressed_bytes(path: Path) -> bytes:
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":  # gzip magic number
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError) as error:
+            raise DataError(
+                f"{path.name} in {path.parent} is not a complete gzip file ({error}). "
+                f"It is probably truncated: move it aside and download it again."
+            ) from error
+    return raw
+
+
+def _fix_hint(dataset: str) -> str:
+    info = _dataset_info(dataset)
+    return (
+        f"Set {ENV_VAR} to the folder that holds {info.folder}/raw/ (on this course's machines: "
+        f"{ENV_VAR}=../shared/data), or fetch the files from {info.mirrors[0]} with "
+        f"`python -m vaelib download --dataset {dataset}` or `load_mnist(..., download_missing=True)`"
+    )
+
+
+def _parse_idx(data: bytes, path: Path) -> np.ndarray:
+    """Parse an IDX file: a 4-byte magic (0, 0, type 0x08 = uint8, number of dims), big-endian sizes."""
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise DataError(f"{path} is not an IDX file of unsigned bytes (bad magic number).")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + int(np.prod(shape))
+    if len(data) != expected:
+        raise DataError(f"{path} holds {len(data)} bytes, but its header promises {expected}.")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+
+
+def read_idx(name: str, dataset: str = "mnist", root: str | os.PathLike | None = None) -> np.ndarray:
+    """Read one IDX file by its decompressed name, check its SHA-256, return a uint8 array."""
+    info = _dataset_info(dataset)
+    folder = raw_folder(dataset, root)
+    path = _find(name, [folder, *map(Path, info.extra_folders)])
+    if path is None:
+        raise DataError(
+            f"{name}[.gz] is missing from {folder.absolute()}. {_fix_hint(dataset)}."
+        )
+    data = _decompressed_bytes(path)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != info.sha256[name]:
+        raise DataError(
+            f"{path.name} in {path.parent} is corrupt or truncated: its decompressed SHA-256 is "
+            f"{digest}, expected {info.sha256[name]} ({len(data)} bytes read). Move it aside (it is "
+            f"never overwritten) and fetch a fresh copy. {_fix_hint(dataset)}."
+        )
+    return _parse_idx(data, path)
+
+
+def download(
+    dataset: str = "mnist",
+    root: str | os.PathLike | None = None,
+    mirrors: tuple[str, ...] | None = None,
+    timeout: float = 60.0,
+) -> Path:
+    """Fetch the files that are missing into `<root>/<folder>/raw`, checking each one's SHA-256.
+
+    A file that is already there is never touched, even when it is corrupt: `read_idx` reports it.
+    Each download goes to a temporary file first and is moved into place only once it checks out.
+    """
+    info = _dataset_info(dataset)
+    folder = raw_folder(dataset, root)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, expected in info.sha256.items():
+        if _find(name, [folder, *map(Path, info.extra_folders)]) is not None:
+            continue
+        errors = []
+        for mirror in mirrors or info.mirrors:
+            url = f"{mirror.rstrip('/')}/{name}.gz"
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    payload = response.read()
+                data = gzip.decompress(payload)
+            except (OSError, EOFError) as error:  # URLError, HTTPError and bad gzip are all OSErrors
+                errors.append(f"{url}: {error}")
+                continue
+            if hashlib.sha256(data).hexdigest() != expected:
+                errors.append(f"{url}: SHA-256 mismatch")
+                continue
+            target = folder / f"{name}.gz"
+            with tempfile.NamedTemporaryFile(dir=folder, suffix=".part", delete=False) as part:
+                part.write(payload)
+            if target.exists():  # appeared meanwhile: keep the user's file
+                os.unlink(part.name)
+            else:
+                os.replace(part.name, target)
+            break
+        else:
+            raise DataError(
+                f"could not download {name}.gz into {folder}: " + "; ".join(errors)
+                + f". Without internet, copy the files there by hand or set {ENV_VAR}."
+            )
+    return folder
+
+
+def load_mnist(
+    split: str = "train",
+    root: str | os.PathLike | None = None,
+    dataset: str = "mnist",
+    download_missing: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images `x` float32 (N, 784) in [0, 1] and labels `y` int64 (N,).
+
+    `split` is "train" (60,000 images) or "test" (10,000). `dataset` is "mnist" or "fashion-mnist".
+    Pixels are divided by 255: the decoder ends in a sigmoid, so its targets must lie in [0, 1].
+
+    Introduced in: 01_data
+    """
+    if split not in SPLIT_PREFIX:
+        raise ValueError(f"unknown split {split!r}: choose 'train' or 'test'")
+    prefix = SPLIT_PREFIX[split]
+    images_name, labels_name = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
+    if download_missing:
+        download(dataset, root)
+    images = read_idx(images_name, dataset, root)  # (N, 28, 28) uint8
+    labels = read_idx(labels_name, dataset, root)  # (N,) uint8
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(f"{images_name} has {images.shape[0]} images but {labels_name} has {labels.shape[0]} labels.")
+    x = torch.from_numpy(images.reshape(len(images), 784).astype(np.float32) / 255.0)  # (N, 784)
+    y = torch.from_numpy(labels.astype(np.int64))  # (N,)
+    return x, y
+
+
+class Batches:
+    """Mini-batches over in-memory tensors, reshuffled each time it is iterated.
+
+    Each pass draws a fresh permutation from a seeded `torch.Generator`, so a given seed gives the same
+    order of batches on every run; the last, partial batch is kept. Indexing is one tensor gather per
+    batch: no per-sample Python work.
+
+    >>> for x, y in Batches(train_x, train_y, batch_size=128, seed=0): ...   # x (B, 784), y (B,)
+
+    Introduced in: 02_autoencoder
+    """
+
+    def __init__(self, *tensors: torch.Tensor, batch_size: int = 128, shuffle: bool = True, seed: int = 0):
+        if not tensors:
+            raise ValueError("Batches needs at least one tensor")
+        if any(len(t) != len(tensors[0]) for t in tensors):
+            raise ValueError(f"all tensors must have the same length, got {[len(t) for t in tensors]}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        self.tensors = tensors
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return -(-len(self.tensors[0]) // self.batch_size)  # ceil: the partial batch counts
+
+    def __iter__(self):
+        n = len(self.tensors[0])
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            index = order[start : start + self.batch_size]
+            batch = tuple(t[index] for t in self.tensors)
+            yield batch if len(batch) > 1 else batch[0]

@@ -1,0 +1,196 @@
+"""Which device trains, and in which precision: float32, or bfloat16 autocast where that is faster here.
+
+bfloat16 halves the bytes of every activation, and CPUs with native bfloat16 instructions (AVX-512
+BF16, AMX) multiply in it about twice as fast as in float32. CPUs without them (AVX2 only: most
+laptops) emulate it, and there the same step runs 20 to 30 times *slower*. So the precision is chosen
+per machine, never fixed in a recipe:
+
+    mixed_precision="auto"   bfloat16 where it is faster on this machine, else float32 (the default
+                             choice of the conv recipes); `choose_precision` says what it picks and why
+    mixed_precision=False    float32                (also "float32")
+    mixed_precision=True     bfloat16 autocast      (also "bfloat16"; warns where it is much slower)
+    mixed_precision="float16"   float16 autocast with a gradient scaler (CUDA only)
+
+Weights, the optimizer and the loss stay float32 in every case; only the forward pass is cast.
+Introduced in: 06_conv_vae
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+PRECISIONS = ("float32", "bfloat16", "float16")
+CHOICES = "'auto', 'float32', 'bfloat16', 'float16', True (bfloat16) or False (float32)"
+MUCH_SLOWER = 1.5  # forcing bfloat16 warns when it is at least this many times slower than float32
+CLEARLY_FASTER = 1.1  # "auto" picks bfloat16 only when timing shows at least this speed-up
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """`None` picks CUDA when present, else the CPU; a named device must exist on this machine."""
+    if device is None:
+        return default_device()
+    choices = f"device must be 'cpu', 'cuda', 'mps' or None (pick automatically), got {device!r}"
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(choices) from error
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if resolved.type not in available:
+        raise ValueError(choices)
+    if not available[resolved.type]:
+        raise ValueError(f"device {device!r} was asked for, but this PyTorch has no {resolved.type.upper()} "
+                         f"device here: use device='cpu', or device=None to pick automatically")
+    if resolved.type == "cuda" and (resolved.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r} was asked for, but this machine has {torch.cuda.device_count()} "
+                         f"CUDA device(s), numbered from 0")
+    return resolved
+
+
+def check_mixed_precision(value) -> str:
+    """The setting as 'auto' or one of PRECISIONS; anything else is refused with the choices."""
+    if value is True:
+        return "bfloat16"
+    if value is False:
+        return "float32"
+    if isinstance(value, str) and value in ("auto", *PRECISIONS):
+        return value
+    raise ValueError(f"mixed_precision must be {CHOICES}, got {value!r}")
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX-512 BF16 or AMX) and PyTorch's kernels use it."""
+    capability = torch.backends.cpu.get_cpu_capability()  # 'AVX2', 'AVX512', 'DEFAULT', ...
+    if capability != "AVX512":
+        return False
+    instructions = any(getattr(torch.cpu, probe, lambda: False)()
+                       for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return instructions and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    precision: str  # one of PRECISIONS
+    reason: str  # one sentence: what decided it (and the timing, where one was made)
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        """The autocast dtype, or None for plain float32."""
+        return None if self.precision == "float32" else getattr(torch, self.precision)
+
+    def __str__(self) -> str:
+        return f"{self.precision} ({self.reason})"
+
+
+def autocast(device: torch.device, precision: str):
+    """The forward pass's context: autocast to `precision`, or nothing for float32."""
+    if precision == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=getattr(torch, precision))
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler:
+    """float16's narrow range needs the loss scaled up before backward; other precisions pass through."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "float16")
+
+
+_timed: dict[tuple, tuple[float, float]] = {}  # (device, model signature, batch) -> (float32 s, bfloat16 s)
+
+
+def _signature(model: nn.Module) -> tuple:
+    return type(model).__name__, tuple((name, tuple(p.shape)) for name, p in model.named_parameters())
+
+
+def time_step(model: nn.Module, x: torch.Tensor, precision: str, steps: int = 2) -> float:
+    """Seconds per training step (forward, loss, backward) of a copy of `model` on `x` in `precision`.
+
+    Works on a deep copy and restores the random state, so the caller's model and results are untouched.
+    """
+    from . import losses  # here, not at the top: losses needs nothing from this module
+
+    probe = copy.deepcopy(model).train()
+    device = x.device
+
+    def step():
+        with autocast(device, precision):
+            logits, mu, logvar = probe(x)
+        losses.vae_loss(logits, x, mu, logvar, 1.0).total.backward()
+
+    with torch.random.fork_rng(devices=[]):
+        step()  # warm-up: first-call allocations and kernel selection
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return (time.perf_counter() - start) / steps
+
+
+def _timings(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    """(float32, bfloat16) seconds per step, measured once per process for each model shape and device."""
+    key = (str(x.device), _signature(model), tuple(x.shape))
+    if key not in _timed:
+        _timed[key] = (time_step(model, x, "float32"), time_step(model, x, "bfloat16"))
+    return _timed[key]
+
+
+def choose_precision(device: str | torch.device | None = None, model: nn.Module | None = None,
+                     x: torch.Tensor | None = None, mixed_precision="auto") -> PrecisionChoice:
+    """The precision that `train.fit(mixed_precision=...)` trains in on this machine, and why.
+
+    "auto" decides from the hardware where that is conclusive: CUDA with bfloat16 support -> bfloat16,
+    older CUDA -> float16 with a gradient scaler, a CPU without native bfloat16 (AVX2) -> float32. On a
+    CPU with native bfloat16 it times two steps of `model` on the batch `x` in each precision, once per
+    process, and picks bfloat16 only when it is clearly faster (without a model: bfloat16). A forced
+    bfloat16 on a CPU without native support is measured too, and warns with the slowdown.
+    Introduced in: 06_conv_vae
+    """
+    device = resolve_device(device)
+    setting = check_mixed_precision(mixed_precision)
+    if setting == "float16" and device.type != "cuda":
+        raise ValueError(f"mixed_precision='float16' needs a CUDA device (this is {device.type}): use 'auto', "
+                         f"'bfloat16' or 'float32'")
+    if setting == "float32":
+        return PrecisionChoice("float32", "asked for")
+    if setting == "float16":
+        return PrecisionChoice("float16", "asked for, with a gradient scaler")
+    if setting == "bfloat16":
+        if device.type == "cpu" and not cpu_has_native_bfloat16() and model is not None and x is not None:
+            float32_s, bfloat16_s = _timings(model, x[:32])
+            if bfloat16_s > MUCH_SLOWER * float32_s:
+                warnings.warn(f"bfloat16 was forced on a CPU without native bfloat16 "
+                              f"({torch.backends.cpu.get_cpu_capability()}): a training step measured "
+                              f"{bfloat16_s / float32_s:.1f}x slower than in float32 ({bfloat16_s * 1000:.0f} ms "
+                              f"against {float32_s * 1000:.0f} ms on 32 images). Use mixed_precision='auto'.",
+                              stacklevel=3)
+        return PrecisionChoice("bfloat16", "asked for")
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return PrecisionChoice("bfloat16", f"{torch.cuda.get_device_name(device)} supports bfloat16")
+        return PrecisionChoice("float16", f"{torch.cuda.get_device_name(device)} lacks bfloat16: float16 "
+                                          f"with a gradient scaler")
+    if device.type != "cpu":
+        return PrecisionChoice("float32", f"no mixed precision on {device.type}")
+    capability = torch.backends.cpu.get_cpu_capability()
+    if not cpu_has_native_bfloat16():
+        return PrecisionChoice("float32", f"this CPU ({capability}) has no native bfloat16, which it would "
+                                          f"emulate many times slower")
+    if model is None or x is None:
+        return PrecisionChoice("bfloat16", f"this CPU ({capability}) has native bfloat16 (not timed: no model)")
+    float32_s, bfloat16_s = _timings(model, x)
+    speedup = float32_s / bfloat16_s
+    timing = (f"a step took {bfloat16_s * 1000:.0f} ms in bfloat16 and {float32_s * 1000:.0f} ms in float32 "
+              f"here ({speedup:.2f}x)")
+    if speedup >= CLEARLY_FASTER:
+        return PrecisionChoice("bfloat16", timing)
+    return PrecisionChoice("float32", timing + f": bfloat16 is not {CLEARLY_FASTER}x faster")

@@ -1,0 +1,61 @@
+"""The VAE loss: binary cross-entropy reconstruction plus beta times the KL divergence to N(0, I).
+
+All functions sum over pixels, latent units and the batch; divide by the batch size for a per-image
+value. Introduced in: 03_vae
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-10  # the original's guard against log(0)
+
+
+class LossParts(NamedTuple):
+    total: torch.Tensor  # reconstruction + beta * kl
+    reconstruction: torch.Tensor  # -log p(x | z), summed
+    kl: torch.Tensor  # KL(q(z | x) || N(0, I)), summed
+
+
+def check_beta(beta) -> float:
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta < 0:
+        raise ValueError(f"beta must be a finite number >= 0, got {beta!r}")
+    return float(beta)
+
+
+def bce(x_hat: torch.Tensor, x: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """-sum(x log(eps + x_hat) + (1 - x) log(eps + 1 - x_hat)), as the original writes it.
+
+    x_hat, x: (B, 784) in [0, 1] -> a scalar. The brackets in `eps + (1 - x_hat)` matter: in float32,
+    (eps + 1) rounds to exactly 1, and the guard would vanish for x_hat = 1.
+    """
+    return -torch.sum(x * torch.log(eps + x_hat) + (1 - x) * torch.log(eps + (1 - x_hat)))
+
+
+def bce_with_logits(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The same sum from the decoder's logits, x_hat = sigmoid(logits), without overflow or log(0)."""
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+
+
+def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag(exp(logvar))) || N(0, I)) in closed form, summed.  (B, L), (B, L) -> a scalar.
+
+    -1/2 * sum(1 + log(sigma^2) - mu^2 - sigma^2): Kingma and Welling, "Auto-Encoding Variational
+    Bayes" (2014), Appendix B.
+    """
+    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+def vae_loss(logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor | None,
+             beta: float = 1.0) -> LossParts:
+    """Negative ELBO with a weight on its KL term: BCE + beta * KL, and its two parts.
+
+    logits (B, 784), x (B, 784), mu and logvar (B, L). `logvar=None` (the autoencoder) has no KL term;
+    beta = 0 trains a VAE as a plain autoencoder with a noisy code.
+    """
+    reconstruction = bce_with_logits(logits.float(), x)
+    kl = kl_to_standard_normal(mu.float(), logvar.float()) if logvar is not None else logits.new_zeros(())
+    return LossParts(reconstruction + beta * kl, reconstruction, kl)

@@ -1,0 +1,150 @@
+"""Figures: digit grids, latent scatter plots, decoded latent walks, traversals, training curves.
+
+Every function takes tensors, draws on a matplotlib Axes (a new figure when none is given) and
+returns it. No torchvision: `image_grid` tiles the images with numpy.
+Introduced in: 01_data
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from matplotlib import pyplot as plt
+
+DIGIT_COLORS = plt.get_cmap("tab10")
+
+
+def image_grid(images: torch.Tensor, nrow: int, padding: int = 2, pad_value: float = 1.0) -> np.ndarray:
+    """Tile images (N, 784) row by row, `nrow` per row, into one array (H, W) in [0, 1]."""
+    images = images.detach().float().cpu().reshape(-1, 28, 28).numpy()
+    count = len(images)
+    rows = -(-count // nrow)
+    size = 28 + padding
+    grid = np.full((rows * size + padding, nrow * size + padding), pad_value, dtype=np.float32)
+    for index, image in enumerate(images):
+        r, c = divmod(index, nrow)
+        grid[padding + r * size : padding + r * size + 28, padding + c * size : padding + c * size + 28] = image
+    return grid
+
+
+def _axes(ax, figsize=(6, 6)):
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize)
+    return ax
+
+
+def show_images(images: torch.Tensor, nrow: int = 10, ax=None, title: str | None = None, padding: int = 2):
+    """Draw a grid of digits (N, 784), white on black. Introduced in: 01_data"""
+    ax = _axes(ax)
+    ax.imshow(image_grid(images, nrow, padding, pad_value=0.5), cmap="gray", vmin=0, vmax=1)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def show_reconstructions(model, x: torch.Tensor, ax=None, title: str | None = None):
+    """Originals (top row) above their reconstructions decoded from the mean code (bottom row)."""
+    with torch.no_grad():
+        code, _ = model.encode(x)
+        x_hat = model.decode(code)
+    return show_images(torch.cat([x, x_hat]), nrow=len(x), ax=ax, title=title)
+
+
+def latent_scatter(mu: torch.Tensor, labels: torch.Tensor, ax=None, title: str | None = None,
+                   dims: tuple[int, int] = (0, 1), size: float = 2.0, legend: bool = True):
+    """The 2-D latent means (N, L) coloured by digit label, as in the original's scatter plot."""
+    ax = _axes(ax)
+    mu, labels = mu.detach().cpu().numpy(), labels.cpu().numpy()
+    for digit in range(10):
+        chosen = labels == digit
+        ax.scatter(mu[chosen, dims[0]], mu[chosen, dims[1]], s=size, color=DIGIT_COLORS(digit),
+                   label=str(digit), alpha=0.6, rasterized=True)
+    ax.set_xlabel(f"z{dims[0] + 1}")  # the book's convention: the first coordinate across, the second up
+    ax.set_ylabel(f"z{dims[1] + 1}")
+    if legend:
+        ax.legend(markerscale=5, fontsize="small", loc="upper right", title="digit")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plane_grid(low: float = -3.0, high: float = 3.0, steps: int = 21) -> torch.Tensor:
+    """The steps x steps latent points of a map, in reading order: z1 across (left to right, low to
+    high) and z2 up (the top row is z2 = high), the book's one convention.  -> (steps^2, 2)"""
+    axis = torch.linspace(low, high, steps)
+    z2, z1 = torch.meshgrid(axis.flip(0), axis, indexing="ij")  # row r: z2 = high - r * step
+    return torch.stack([z1.flatten(), z2.flatten()], dim=1)
+
+
+@torch.no_grad()
+def decode_latent_grid(model, low: float = -3.0, high: float = 3.0, steps: int = 21) -> torch.Tensor:
+    """Decode the points of `plane_grid`, row by row from the top: z1 across, z2 up.  -> (steps^2, 784)"""
+    return model.decode(plane_grid(low, high, steps))
+
+
+def show_latent_walk(model, low: float = -3.0, high: float = 3.0, steps: int = 21, ax=None,
+                     title: str | None = None):
+    """The decoded grid over [low, high]^2 (the original: 21 x 21 over [-3, 3]^2, step 0.3), drawn
+    like `latent_scatter`: z1 across, z2 up, so the two can sit side by side."""
+    ax = _axes(ax, figsize=(8, 8))
+    grid = image_grid(decode_latent_grid(model, low, high, steps), nrow=steps, padding=0)
+    half = (high - low) / (steps - 1) / 2  # each digit is centred on its point
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, extent=(low - half, high + half, low - half, high + half))
+    ax.set_xlabel("z1")
+    ax.set_ylabel("z2")
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+@torch.no_grad()
+def traversals(model, low: float = -3.0, high: float = 3.0, steps: int = 21, base: torch.Tensor | None = None
+               ) -> torch.Tensor:
+    """Walk each latent coordinate over [low, high] with the others fixed (at 0, or `base`).
+
+    Returns (L * steps, 784): row u holds the walk along z_u.
+    """
+    latent_dim = model.latent_dim
+    base = torch.zeros(latent_dim) if base is None else base.detach().cpu()
+    values = torch.linspace(low, high, steps)
+    z = base.repeat(latent_dim * steps, 1)  # (L*steps, L)
+    for unit in range(latent_dim):
+        z[unit * steps : (unit + 1) * steps, unit] = values
+    return model.decode(z)
+
+
+def show_traversals(model, low: float = -3.0, high: float = 3.0, steps: int = 21, ax=None,
+                    title: str | None = None):
+    ax = _axes(ax, figsize=(10, 0.5 * model.latent_dim + 0.5))
+    grid = image_grid(traversals(model, low, high, steps), nrow=steps, padding=1, pad_value=0.3)
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
+    ax.set_yticks([1 + 29 * u + 14 for u in range(model.latent_dim)],
+                  [f"z{u + 1}" for u in range(model.latent_dim)])
+    ax.set_xticks([1 + 29 * i + 14 for i in (0, steps // 2, steps - 1)], [f"{low:g}", "0", f"{high:g}"])
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+@torch.no_grad()
+def interpolate(model, x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blend two images (784,) in latent space and in pixel space.  -> two (steps, 784) tensors"""
+    weights = torch.linspace(0, 1, steps).unsqueeze(1)  # (steps, 1)
+    mu, _ = model.encode(torch.stack([x_a, x_b]))  # (2, L)
+    z = (1 - weights) * mu[0] + weights * mu[1]  # (steps, L)
+    return model.decode(z), (1 - weights) * x_a + weights * x_b
+
+
+def show_history(history: list[dict], ax=None, title: str | None = None):
+    """Train and test loss per epoch (per image, nats)."""
+    ax = _axes(ax, figsize=(6, 4))
+    epochs = [row["epoch"] for row in history]
+    ax.plot(epochs, [row["train_loss"] for row in history], marker="o", label="train")
+    if history and "test_loss" in history[0]:
+        ax.plot(epochs, [row["test_loss"] for row in history], marker="o", label="test")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss per image (nats)")
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    return ax

@@ -1,0 +1,207 @@
+"""The course's trained models by name, each with its recipe, and `load_or_train`.
+
+A chapter asks for a model by name: the shipped checkpoint is loaded when it is there and valid,
+otherwise the model is trained with its recipe and saved (the pattern of the UvA deep learning
+tutorials). Introduced in: 02_autoencoder
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import checkpoints, data, losses, models, train
+from .device import check_mixed_precision
+
+
+@dataclass(frozen=True)
+class Recipe:
+    kind: str  # 'autoencoder', 'vae' or 'conv_vae'
+    latent_dim: int
+    beta: float
+    epochs: int = 20  # the original's
+    seed: int = 0
+    batch_size: int = 128
+    lr: float = 1e-3
+    activation: str = "relu"  # of the encoder
+    mixed_precision: bool | str = False  # "auto": bfloat16 forward passes where faster here (device.py)
+    iw_images: int = 10_000  # test images for the importance-weighted bound (k = 1000)
+    description: str = ""
+    bottleneck_relu: bool = True  # the autoencoder only: the original's ReLU on the code
+
+    def config(self) -> dict:
+        config = {key: getattr(self, key) for key in checkpoints.CONFIG_KEYS}
+        return {**config, "options": self.options()}
+
+    def options(self) -> dict:
+        """Model options beyond kind, size and activation."""
+        return {"bottleneck_relu": self.bottleneck_relu} if self.kind == "autoencoder" else {}
+
+
+CONV = dict(kind="conv_vae", mixed_precision="auto", iw_images=500)
+REGISTRY = {
+    "autoencoder-l2": Recipe("autoencoder", 2, 0.0, description="autoencoder, ReLU on the code (02)"),
+    "autoencoder-l2-linear": Recipe("autoencoder", 2, 0.0, bottleneck_relu=False,
+                                    description="autoencoder, linear code (02)"),
+    "vae-l2-b0": Recipe("vae", 2, 0.0, description="MLP VAE, beta = 0 (04)"),
+    "vae-l2-b1": Recipe("vae", 2, 1.0, description="MLP VAE, the original's model (03, 05)"),
+    "vae-l2-b4": Recipe("vae", 2, 4.0, description="MLP VAE, beta = 4 (04)"),
+    "vae-l2-b1-tanh": Recipe("vae", 2, 1.0, activation="tanh", description="MLP VAE, tanh encoder (08)"),
+    "convvae-l2-b1": Recipe(latent_dim=2, beta=1.0, description="conv VAE (06)", **CONV),
+    "convvae-l10-b1": Recipe(latent_dim=10, beta=1.0, description="conv VAE, L = 10 (07)", **CONV),
+    "convvae-l10-b4": Recipe(latent_dim=10, beta=4.0, description="conv VAE, L = 10, beta = 4 (07)", **CONV),
+    "vae-l20-b1": Recipe("vae", 20, 1.0, epochs=10, description="the pytorch/examples recipe"),
+}
+
+
+def recipe(name: str) -> Recipe:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model name {name!r}: choose one of {', '.join(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def custom_recipe(kind: str = "vae", latent_dim: int = 2, beta: float = 1.0, epochs: int = 20, seed: int = 0,
+                  batch_size: int = 128, lr: float = 1e-3, activation: str = "relu",
+                  mixed_precision: bool | str = False) -> Recipe:
+    """A recipe from loose settings, every one of them checked."""
+    if kind not in models.MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}: choose one of {sorted(models.MODEL_KINDS)}")
+    models.check_latent_dim(latent_dim)
+    train.check_positive_int("epochs", epochs, minimum=0)
+    train.check_positive_int("batch_size", batch_size)
+    train.check_learning_rate(lr)
+    train.check_positive_int("seed", seed, minimum=0)
+    check_mixed_precision(mixed_precision)
+    models.activation_layer(activation)
+    return Recipe(kind, latent_dim, losses.check_beta(beta), epochs, seed, batch_size, float(lr), activation,
+                  mixed_precision)
+
+
+def test_metrics(model: nn.Module, test_x: torch.Tensor, iw_images: int = 10_000, k: int = 1000,
+                 progress: bool = False) -> dict:
+    """Negative ELBO (beta = 1) and its parts, the importance-weighted bound, and active units.
+
+    All per image, in nats. The IW bound uses k samples on the first `iw_images` test images; the
+    negative ELBO on those same images is given beside it for comparison.
+    """
+    metrics = train.evaluate(model, test_x, beta=1.0)
+    result = {"neg_elbo": metrics["loss"], "reconstruction": metrics["reconstruction"], "kl": metrics["kl"]}
+    if isinstance(model, models.Autoencoder):
+        return result
+    subset = test_x[:iw_images]
+    bound = train.importance_weighted_bound(model, subset, k=k, progress=progress)
+    result.update({
+        "iw_nll": -bound.mean().item(), "iw_k": k, "iw_images": len(subset),
+        "neg_elbo_iw_images": train.evaluate(model, subset, beta=1.0)["loss"],
+        "active_units": train.active_units(model, test_x)[0],
+    })
+    return result
+
+
+def train_recipe(spec: Recipe, train_subset: int | None = None, device=None, progress: bool = True,
+                 compute_metrics: bool = True, iw_k: int = 1000) -> tuple[nn.Module, list, dict]:
+    """Build and train a model from `spec` on MNIST; returns (model, history, test metrics)."""
+    train_x, _ = data.load_mnist("train")
+    test_x, _ = data.load_mnist("test")
+    if train_subset is not None:
+        train.check_positive_int("train_subset", train_subset)
+        if train_subset > len(train_x):
+            raise ValueError(f"train_subset must be at most {len(train_x)}, the number of training images, "
+                             f"got {train_subset} (None trains on all of them)")
+        train_x = train_x[:train_subset]
+    torch.manual_seed(spec.seed)
+    model = models.build(spec.kind, spec.latent_dim, spec.activation, **spec.options())
+    history = train.fit(model, train_x, test_x, epochs=spec.epochs, beta=spec.beta, lr=spec.lr,
+                        batch_size=spec.batch_size, seed=spec.seed, device=device,
+                        mixed_precision=spec.mixed_precision, progress=progress)
+    model.eval()
+    if not compute_metrics:
+        return model, history, {}
+    neg_elbo_fp32 = train.evaluate(model, test_x)["loss"]
+    round_to_float16(model)  # the metrics describe the weights as they are stored
+    metrics = test_metrics(model, test_x, spec.iw_images, iw_k, progress)
+    metrics["neg_elbo_fp32"] = neg_elbo_fp32
+    return model, history, metrics
+
+
+@torch.no_grad()
+def round_to_float16(model: nn.Module) -> None:
+    """Round every parameter to float16 and back, as a float16 checkpoint stores it."""
+    for tensor in model.state_dict().values():
+        tensor.copy_(tensor.half().float())
+
+
+def status(name: str, directory: Path | None = None) -> str:
+    """'valid', 'missing' or 'invalid: <why>' for a registry model's checkpoint."""
+    stem = (directory or checkpoints.CHECKPOINT_DIR) / name
+    weights, sidecar = checkpoints.paths(stem)
+    if not weights.exists() and not sidecar.exists():
+        return "missing"
+    try:
+        checkpoints.load(stem, expected=recipe(name).config())
+    except checkpoints.CheckpointError as error:
+        return f"invalid: {error}"
+    return "valid"
+
+
+def load_or_train(name: str, retrain: bool = False, train_subset: int | None = None, epochs: int | None = None,
+                  device=None, directory: Path | None = None, progress: bool = True, **overrides) -> nn.Module:
+    """The registry model `name`: loaded from its checkpoint, or trained with its recipe and saved.
+
+    - No checkpoint yet: train with the recipe, save it, return it.
+    - A valid checkpoint: load it (fast: this is what the book does).
+    - A damaged or mismatched checkpoint: `CheckpointError`; it is never used, nor overwritten, quietly.
+    - `retrain=True`, or any change to the recipe (`epochs`, `train_subset`, `beta`, ...): train a fresh
+      model and return it without touching the shipped checkpoint.
+    The model comes back in eval mode with its sidecar-like record as `model.record`.
+
+    Introduced in: 02_autoencoder
+    """
+    spec = recipe(name)
+    train.check_flag("retrain", retrain)
+    changes = {key: value for key, value in dict(overrides, epochs=epochs).items()
+               if value is not None and value != getattr(spec, key)}
+    if changes:
+        spec = dataclasses.replace(spec, **changes)
+        custom_recipe(**{key: getattr(spec, key) for key in ("kind", "latent_dim", "beta", "epochs", "seed",
+                                                            "batch_size", "lr", "activation")})
+    if device is not None:
+        device = train.resolve_device(device)  # 'cuda' on a machine without one: a clear error, not torch's
+    stem = (directory or checkpoints.CHECKPOINT_DIR) / name
+    weights, sidecar = checkpoints.paths(stem)
+    exact = not changes and train_subset is None
+    if exact and not retrain and (weights.exists() or sidecar.exists()):
+        model, record = checkpoints.load(stem, expected=spec.config(), device=device or "cpu")
+        model.record = record
+        return model
+    save = exact and not retrain  # only the recipe itself becomes the shipped checkpoint
+    model, history, metrics = train_recipe(spec, train_subset, device, progress, compute_metrics=save)
+    if save:
+        save_trained(stem, spec, model, history, metrics)
+    model.record = {**spec.config(), "mixed_precision": spec.mixed_precision,
+                    "precision": trained_precision(history), "train_subset": train_subset,
+                    "history": history, "metrics": metrics}
+    return model.eval()
+
+
+def trained_precision(history: list) -> str:
+    """The precision that trained the model ('float32', 'bfloat16', ...), from its history."""
+    return history[-1].get("precision", "float32") if history else "float32"
+
+
+def save_trained(stem: str | Path, spec: Recipe, model: nn.Module, history: list, metrics: dict) -> Path:
+    """Save a model trained with `spec`, its recipe and the data's checksums in the sidecar."""
+    config = {**spec.config(), "mixed_precision": spec.mixed_precision, "precision": trained_precision(history),
+              "data_sha256": data.DATASETS["mnist"].sha256}
+    return checkpoints.save(stem, model, config, history, metrics)
+
+
+def retrain_and_save(name: str, directory: Path | None = None, device=None, progress: bool = True) -> Path:
+    """Train `name` with its recipe and replace its checkpoint, atomically, only once training succeeded."""
+    spec = recipe(name)
+    model, history, metrics = train_recipe(spec, device=device, progress=progress)
+    return save_trained((directory or checkpoints.CHECKPOINT_DIR) / name, spec, model, history, metrics)
+

@@ -1,0 +1,198 @@
+"""Training and evaluation: Adam, a progress bar, a per-epoch history, and the test metrics.
+
+Introduced in: 02_autoencoder (fit), 03_vae (evaluate), 04_beta (importance-weighted bound, active units)
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from . import losses
+from .data import Batches
+from .device import autocast, choose_precision, default_device, grad_scaler, resolve_device  # noqa: F401
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite. The message names the epoch and the batch."""
+
+
+def check_positive_int(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_flag(name: str, value) -> bool:
+    """A True/False setting: a string such as 'yes' or 'false' is refused rather than read as truthy."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_learning_rate(lr) -> float:
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    return float(lr)
+
+
+def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = None, *,
+        epochs: int = 20, beta: float = 1.0, lr: float = 1e-3, batch_size: int = 128, seed: int = 0,
+        device: str | torch.device | None = None, mixed_precision: bool | str = False,
+        progress: bool = True) -> list[dict]:
+    """Train `model` on `train_x` (N, 784) with Adam and the loss BCE + beta * KL.
+
+    Returns the history: one dict per epoch with the per-image train loss and its two parts, and the
+    same on `test_x` when given. The same seed on the same machine gives the same history, bit for
+    bit. A NaN or infinite loss stops training with `TrainingDiverged`.
+    `mixed_precision="auto"` runs the forward pass under bfloat16 autocast where that is faster on this
+    machine (`device.choose_precision` says what it picks and why), keeping float32 weights; True forces
+    bfloat16, False float32. Each history row records the precision as `precision`.
+
+    Introduced in: 02_autoencoder
+    """
+    check_positive_int("epochs", epochs, minimum=0)
+    check_positive_int("batch_size", batch_size)
+    check_positive_int("seed", seed, minimum=0)
+    beta = losses.check_beta(beta)
+    lr = check_learning_rate(lr)
+    if train_x.ndim != 2 or train_x.shape[1] != 784:
+        raise ValueError(f"train_x must have shape (N, 784), got {tuple(train_x.shape)}")
+    device = resolve_device(device)
+    model.to(device)
+    train_x = train_x.to(device)
+    precision = choose_precision(device, model, train_x[:batch_size], mixed_precision).precision
+    torch.manual_seed(seed)  # the reparameterization noise
+    batches = Batches(train_x, batch_size=batch_size, seed=seed)
+    scaler = grad_scaler(device, precision)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999),
+                                 fused=device.type in ("cpu", "cuda"))
+    history = []
+    bar = tqdm(total=epochs * len(batches), desc="training", unit="batch", disable=not progress)
+    for epoch in range(1, epochs + 1):
+        model.train()
+        start = time.perf_counter()
+        sums = torch.zeros(3, dtype=torch.float64)
+        for batch_index, x in enumerate(batches, start=1):
+            with autocast(device, precision):
+                logits, mu, logvar = model(x)
+            parts = losses.vae_loss(logits, x, mu, logvar, beta)
+            values = torch.stack([p.detach() for p in parts]).double().cpu()  # (3,)
+            if not torch.isfinite(values).all():
+                bar.close()
+                raise TrainingDiverged(
+                    f"the loss became {values[0].item()} at epoch {epoch}, batch {batch_index} of "
+                    f"{len(batches)}: training diverged. Lower the learning rate (lr={lr}) or beta "
+                    f"(beta={beta}).")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(parts.total).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            sums += values
+            bar.update(1)
+            if batch_index % 20 == 0 or batch_index == len(batches):
+                bar.set_postfix(epoch=epoch, loss=f"{values[0].item() / len(x):.2f}", refresh=False)
+        row = {"epoch": epoch, "seconds": time.perf_counter() - start, "precision": precision}
+        row.update(zip(("train_loss", "train_reconstruction", "train_kl"), (sums / len(train_x)).tolist()))
+        if test_x is not None:
+            metrics = evaluate(model, test_x, beta=beta, seed=seed, precision=precision)
+            row.update({f"test_{key}": value for key, value in metrics.items()})
+        history.append(row)
+    bar.close()
+    return history
+
+
+def format_history(history: list[dict]) -> str:
+    """One line per epoch: 'epoch 1: train loss 163.88 (BCE 148.72, KL 15.15), test loss 127.10'."""
+    lines = []
+    for row in history:
+        line = (f"epoch {row['epoch']}: train loss {row['train_loss']:.2f} (BCE {row['train_reconstruction']:.2f}, "
+                f"KL {row['train_kl']:.2f})")
+        if "test_loss" in row:
+            line += f", test loss {row['test_loss']:.2f}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, beta: float = 1.0, batch_size: int = 1000, seed: int = 0,
+             precision: str = "float32") -> dict:
+    """Per-image test loss (BCE + beta * KL) and its parts, with one z sampled per image.
+
+    With beta = 1, `loss` is the negative ELBO, an upper bound on -log p(x) in nats. The sampling
+    uses its own seed and leaves the global random state as it was.
+    """
+    device = next(model.parameters()).device
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for start in range(0, len(x), batch_size):
+            batch = x[start : start + batch_size].to(device)
+            with autocast(device, precision):
+                logits, mu, logvar = model(batch)
+            sums += torch.stack([p for p in losses.vae_loss(logits, batch, mu, logvar, beta)]).double().cpu()
+    return dict(zip(("loss", "reconstruction", "kl"), (sums / len(x)).tolist()))
+
+
+def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; mu, diag(exp(logvar))), summed over the last dimension."""
+    return -0.5 * (math.log(2 * math.pi) + logvar + (z - mu).pow(2) / logvar.exp()).sum(-1)
+
+
+@torch.no_grad()
+def importance_weighted_bound(model: nn.Module, x: torch.Tensor, k: int = 1000, seed: int = 0,
+                              images_per_chunk: int | None = None, decode_batch: int = 8192,
+                              progress: bool = False) -> torch.Tensor:
+    """log p(x) >= log (1/k) sum_i p(x, z_i) / q(z_i | x), z_i ~ q(z | x), per image.  (N, 784) -> (N,)
+
+    Burda, Grosse and Salakhutdinov, "Importance Weighted Autoencoders" (2016), eq. 8. With k = 1 it is
+    the ELBO; it tightens as k grows. Computed with log-sum-exp, in chunks of images.
+    """
+    check_positive_int("k", k)
+    device = next(model.parameters()).device
+    model.eval()
+    chunk = images_per_chunk or max(1, decode_batch // k)
+    bounds = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for start in tqdm(range(0, len(x), chunk), desc="IW bound", disable=not progress):
+            batch = x[start : start + chunk].to(device)  # (b, 784)
+            mu, logvar = model.encode(batch)  # (b, L)
+            if logvar is None:
+                raise ValueError("the importance-weighted bound needs a VAE: this model has no logvar")
+            z = mu + torch.randn(k, *mu.shape, device=device) * (0.5 * logvar).exp()  # (k, b, L)
+            flat_z = z.reshape(-1, z.shape[-1])  # (k*b, L)
+            logits = torch.cat([model.decode_logits(part) for part in flat_z.split(decode_batch)])
+            logits = logits.view(k, len(batch), 784)  # (k, b, 784)
+            log_px_z = -torch.nn.functional.binary_cross_entropy_with_logits(
+                logits, batch.expand_as(logits), reduction="none").sum(-1)  # (k, b)
+            log_pz = _log_normal(z, torch.zeros_like(z), torch.zeros_like(z))  # (k, b)
+            log_qz = _log_normal(z, mu, logvar)  # (k, b)
+            log_w = log_px_z + log_pz - log_qz  # (k, b)
+            bounds.append(torch.logsumexp(log_w, dim=0) - math.log(k))  # (b,)
+    return torch.cat(bounds).cpu()
+
+
+@torch.no_grad()
+def encode_dataset(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None,
+                   batch_size: int = 2000) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The latent means `mu` (N, L) of every image (the autoencoder: its code), with the labels."""
+    device = next(model.parameters()).device
+    model.eval()
+    mus = [model.encode(x[s : s + batch_size].to(device))[0].cpu() for s in range(0, len(x), batch_size)]
+    return torch.cat(mus), y
+
+
+@torch.no_grad()
+def active_units(model: nn.Module, x: torch.Tensor, threshold: float = 0.01) -> tuple[int, torch.Tensor]:
+    """Units u whose Var_x(E_q[z_u | x]) exceeds `threshold` (Burda et al. 2016, section 5.2).
+
+    Returns the count and the per-unit variances (L,).
+    """
+    mu, _ = encode_dataset(model, x)  # (N, L)
+    variance = mu.double().var(dim=0)  # (L,)
+    return int((variance > threshold).sum()), variance.float()
