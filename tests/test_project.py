@@ -62,9 +62,14 @@ def test_a_chapter_runs_after_pip_install_of_a_checkout(tmp_path):
     import subprocess
     import sys
 
-    site = tmp_path / "site"
+    import shutil
+
+    source, site = tmp_path / "source", tmp_path / "site"  # pip builds in the source folder: not in ours
+    shutil.copytree(REPO / "vaelib", source / "vaelib", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(site), str(REPO)], check=True, cwd=tmp_path)
+                    "--target", str(site), str(source)], check=True, cwd=tmp_path)
     env = {**os.environ, "PYTHONPATH": str(site)}
     env.pop("VAELIB_CHECKPOINTS", None)
     where = subprocess.run([sys.executable, "-c", "import vaelib.checkpoints as c; print(c.__file__, c.CHECKPOINT_DIR)"],
