@@ -158,12 +158,15 @@ def click(driver, element):
 
 def shot(driver, name, element):
     """A screenshot of one explorer (the whole element, even where it runs past the window)."""
-    box = driver.execute_script("const r = arguments[0].getBoundingClientRect();"
+    # In the window (each explorer fits in it): capturing beyond it would resize the viewport, and the
+    # page's lazy images would then move the element.
+    box = driver.execute_script("arguments[0].scrollIntoView({block: 'start'}); window.scrollBy(0, -10);"
+                                " const r = arguments[0].getBoundingClientRect();"
                                 " return [r.left + scrollX, r.top + scrollY, r.width, r.height];", element)
     driver.execute_script("document.querySelectorAll('.bd-header-article, .skip-link, .bd-header')"
                           ".forEach((e) => { e.style.visibility = 'hidden'; })")  # sticky: they would cover the shot
     clip = {"x": box[0] - 8, "y": box[1] - 8, "width": box[2] + 16, "height": box[3] + 16, "scale": 1}
-    image = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
+    image = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "clip": clip})
     (SHOTS / f"explorer_{name}.png").write_bytes(base64.b64decode(image["data"]))
     driver.execute_script("document.querySelectorAll('.bd-header-article, .skip-link, .bd-header')"
                           ".forEach((e) => { e.style.visibility = ''; })")
@@ -374,10 +377,13 @@ def test_ten_sliders_combine_and_match_pytorch(explorer_page, base_url):
     assert changes(browser, digit, lambda: (click(browser, root.find_element(By.CSS_SELECTOR, ".vae-start")),
                                             wait_for(browser, "return window.vaeExplorer.explorers.sliders[0].net()", 60)))
     assert [u for u in requested_urls(browser) if "convvae" in u] != []  # loaded when started
+    move = "const s = window.vaeExplorer.explorers.sliders[0].sliders[arguments[0]]; s.value = arguments[1];" \
+           " s.dispatchEvent(new Event('input'));"
+    for unit in range(10):  # every slider changes the digit
+        assert changes(browser, digit, lambda: browser.execute_script(move, unit, 2.5)), unit
+        browser.execute_script(move, unit, 0)
     for unit, value in ((2, 1.5), (5, -2.0), (8, 0.75)):  # each slider moves on its own; the others stay
-        assert changes(browser, digit, lambda: browser.execute_script(
-            "const s = window.vaeExplorer.explorers.sliders[0].sliders[arguments[0]]; s.value = arguments[1];"
-            " s.dispatchEvent(new Event('input'));", unit, value))
+        assert changes(browser, digit, lambda: browser.execute_script(move, unit, value))
     z = browser.execute_script("return window.vaeExplorer.explorers.sliders[0].state.z")
     assert z == [0, 0, 1.5, 0, 0, -2.0, 0, 0, 0.75, 0]
     shot(browser, "ten_sliders_beta1", root)
@@ -423,6 +429,9 @@ def test_interpolation_matches_pytorch(explorer_page, mnist):
     assert changes(browser, strip, lambda: draw_stroke(browser, pad, [(0.5, 0.15), (0.5, 0.5), (0.52, 0.85)]))
     assert changes(browser, strip, lambda: (click(browser, root.find_element(By.CSS_SELECTOR, ".vae-slot-a .vae-random-test")),
                                             run_js(browser, "await window.vaeExplorer.load('mnist-test');")))
+    browser.execute_script("window.vaeExplorer.explorers.map[0].inspect(42)")  # as if dot 42 was clicked
+    assert changes(browser, strip, lambda: (click(browser, root.find_element(By.CSS_SELECTOR, ".vae-slot-b .vae-clicked-test")),
+                                            run_js(browser, "await window.vaeExplorer.load('mnist-test');")))
     shot(browser, "interpolation_drawn", root)
 
 
@@ -447,6 +456,8 @@ def test_inpainting_is_chapter_8s_method(explorer_page, mnist):
     assert changes(browser, completed, lambda: click(browser, root.find_element(By.CSS_SELECTOR, "[data-hide=left]")))
     assert changes(browser, completed, lambda: browser.execute_script(
         "const r = arguments[0].querySelector('.vae-rounds'); r.value = 2; r.dispatchEvent(new Event('input'));", root))
+    assert changes(browser, completed, lambda: (click(browser, root.find_element(By.CSS_SELECTOR, ".vae-random-test")),
+                                                run_js(browser, "await window.vaeExplorer.load('mnist-test');")))
     mask = root.find_element(By.CSS_SELECTOR, ".vae-mask")
     click(browser, root.find_element(By.CSS_SELECTOR, "[data-hide=none]"))
     assert changes(browser, mask, lambda: ActionChains(browser).move_to_element_with_offset(mask, -40, -30).click_and_hold()
