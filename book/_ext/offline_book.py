@@ -97,8 +97,10 @@ class RepositoryCommands(SphinxDirective):
             f"git clone --branch {branch} {url or '<the repository address above>'} roaming-the-latent-space",
             "cd roaming-the-latent-space",
             "python3 -m venv .venv && . .venv/bin/activate",
-            'pip install torch==2.13.0 && pip install -e ".[book]"   # vaelib and what the chapters need',
-            "python -m vaelib download --root data                   # MNIST, checked (about 12 MB)",
+            "# vaelib and what the chapters need (torch 2.13.0 for the CPU)",
+            'pip install torch==2.13.0 && pip install -e ".[book]"',
+            "# MNIST (about 12 MB), checked file by file; the chapters find it through VAELIB_DATA",
+            "python -m vaelib download --root data",
             "export VAELIB_DATA=$PWD/data",
             "pip install jupyterlab && jupyter lab chapters/",
         ])
