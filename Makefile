@@ -10,7 +10,7 @@ export VAELIB_DATA
 
 # The book's JavaScript, served from _build/html so that the book works offline (npm registry only).
 VENDOR := book/web/vendor
-NPM_PACKAGES := mathjax@3.2.2 requirejs@2.3.8 @jupyter-widgets/html-manager@1.0.13
+NPM_PACKAGES := mathjax@3.2.2
 
 .PHONY: install book test benchmark clean vendor web-data system-packages
 
@@ -32,14 +32,11 @@ vendor: .npm-vendor/.copied
 
 .npm-vendor/.copied:
 	npm install --prefix .npm-vendor --no-save --no-audit --no-fund --ignore-scripts $(NPM_PACKAGES)
-	rm -rf $(VENDOR) && mkdir -p $(VENDOR)/@jupyter-widgets/html-manager/dist
+	rm -rf $(VENDOR) && mkdir -p $(VENDOR)
 	cp -r .npm-vendor/node_modules/mathjax/es5 $(VENDOR)/mathjax
-	cp .npm-vendor/node_modules/requirejs/require.js $(VENDOR)/require.js
-	cd .npm-vendor/node_modules/@jupyter-widgets/html-manager/dist && \
-	  cp embed-amd.js *.woff *.woff2 *.ttf *.eot *.svg $(CURDIR)/$(VENDOR)/@jupyter-widgets/html-manager/dist/
 	touch $@
 
-# The explorer page's data: decoder weights, latent means and traversal frames from the checkpoints.
+# The explorers' data from the checkpoints: an index (models.js) and weights/, one file per model, loaded on demand.
 web-data: book/web/explorer/models.js
 
 book/web/explorer/models.js: $(VENV)/.installed $(wildcard checkpoints/*.json) vaelib/web.py
@@ -48,13 +45,6 @@ book/web/explorer/models.js: $(VENV)/.installed $(wildcard checkpoints/*.json) v
 book: install vendor web-data
 	# --all: a page whose notebook did not change still shows what the changed library draws now.
 	set -o pipefail; $(BIN)/jupyter-book build . --all --builder html -W -n --keep-going 2>&1 | tee _build_book.log
-	# The widget manager asks for its icon fonts relative to the page (every page with widgets is in
-	# chapters/), from the folder of whichever of its bundles injects the CSS first: html-manager/dist/
-	# or @jupyter-widgets/ itself (controls, base). Serve them from both.
-	for folder in @jupyter-widgets @jupyter-widgets/html-manager/dist; do \
-	  mkdir -p _build/html/chapters/$$folder && \
-	  cp $(VENDOR)/@jupyter-widgets/html-manager/dist/*.woff* _build/html/chapters/$$folder/ || exit 1; \
-	done
 
 system-packages:
 	@if command -v chromium > /dev/null && command -v chromedriver > /dev/null \
@@ -76,4 +66,4 @@ benchmark: install
 	$(BIN)/python benchmarks/train_speed.py --variants
 
 clean:
-	rm -rf _build _build_book.log book/web/explorer/models.js
+	rm -rf _build _build_book.log book/web/explorer/models.js book/web/explorer/weights

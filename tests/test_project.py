@@ -53,3 +53,30 @@ def test_notebooks_are_committed_clean_with_the_python3_kernel(path):
             assert cell["outputs"] == [] and cell["execution_count"] is None, f"{path.name} holds outputs"
     tags = [tag for cell in notebook["cells"] for tag in cell.get("metadata", {}).get("tags", [])]
     assert tags.count("parameters") == 1, f"{path.name} needs exactly one cell tagged 'parameters'"
+
+
+def test_a_chapter_runs_after_pip_install_of_a_checkout(tmp_path):
+    """`pip install .` (not editable) puts vaelib in site-packages, away from checkpoints/: a chapter run
+    inside the checkout must still find the shipped models (and not train them)."""
+    import os
+    import subprocess
+    import sys
+
+    import shutil
+
+    source, site = tmp_path / "source", tmp_path / "site"  # pip builds in the source folder: not in ours
+    shutil.copytree(REPO / "vaelib", source / "vaelib", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--target", str(site), str(source)], check=True, cwd=tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    env.pop("VAELIB_CHECKPOINTS", None)
+    where = subprocess.run([sys.executable, "-c", "import vaelib.checkpoints as c; print(c.__file__, c.CHECKPOINT_DIR)"],
+                           env=env, cwd=REPO / "chapters", capture_output=True, text=True, check=True).stdout.split()
+    assert where[0].startswith(str(site)) and where[1] == str(REPO / "checkpoints")
+    out = tmp_path / "05.ipynb"
+    subprocess.run([sys.executable, "-m", "papermill", "--cwd", str(REPO / "chapters"), "-p", "grid_steps", "3",
+                    "-k", "python3", str(REPO / "chapters" / "05_latent_walk.ipynb"), str(out)],
+                   env=env, check=True, capture_output=True, timeout=300)
+    assert "RESULTS" in out.read_text()

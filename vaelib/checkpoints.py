@@ -25,7 +25,22 @@ from . import __version__, files, models
 from .device import resolve_device
 from .sidecar import CONFIG_KEYS, CheckpointError, check_sidecar, recipe_sha256  # noqa: F401
 
-CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "checkpoints"
+
+def default_directory() -> Path:
+    """$VAELIB_CHECKPOINTS; else checkpoints/ beside the package (a checkout, or `pip install -e .`);
+    else the nearest checkpoints/ in or above the working folder (a checkout installed with
+    `pip install .`, its chapters run from chapters/)."""
+    if os.environ.get("VAELIB_CHECKPOINTS"):
+        return Path(os.environ["VAELIB_CHECKPOINTS"])
+    beside = Path(__file__).resolve().parent.parent / "checkpoints"
+    if beside.is_dir():
+        return beside
+    here = Path.cwd().resolve()
+    found = [folder / "checkpoints" for folder in (here, *here.parents) if (folder / "checkpoints").is_dir()]
+    return found[0] if found else beside
+
+
+CHECKPOINT_DIR = default_directory()
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 

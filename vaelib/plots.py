@@ -59,7 +59,7 @@ def latent_scatter(mu: torch.Tensor, labels: torch.Tensor, ax=None, title: str |
         chosen = labels == digit
         ax.scatter(mu[chosen, dims[0]], mu[chosen, dims[1]], s=size, color=DIGIT_COLORS(digit),
                    label=str(digit), alpha=0.6, rasterized=True)
-    ax.set_xlabel(f"z{dims[0] + 1}")
+    ax.set_xlabel(f"z{dims[0] + 1}")  # the book's convention: the first coordinate across, the second up
     ax.set_ylabel(f"z{dims[1] + 1}")
     if legend:
         ax.legend(markerscale=5, fontsize="small", loc="upper right", title="digit")
@@ -68,21 +68,30 @@ def latent_scatter(mu: torch.Tensor, labels: torch.Tensor, ax=None, title: str |
     return ax
 
 
+def plane_grid(low: float = -3.0, high: float = 3.0, steps: int = 21) -> torch.Tensor:
+    """The steps x steps latent points of a map, in reading order: z1 across (left to right, low to
+    high) and z2 up (the top row is z2 = high), the book's one convention.  -> (steps^2, 2)"""
+    axis = torch.linspace(low, high, steps)
+    z2, z1 = torch.meshgrid(axis.flip(0), axis, indexing="ij")  # row r: z2 = high - r * step
+    return torch.stack([z1.flatten(), z2.flatten()], dim=1)
+
+
 @torch.no_grad()
 def decode_latent_grid(model, low: float = -3.0, high: float = 3.0, steps: int = 21) -> torch.Tensor:
-    """Decode the steps x steps grid of 2-D latent points: rows walk z1, columns z2.  -> (steps^2, 784)"""
-    from .models import latent_grid
-    return model.decode(latent_grid(low, high, steps))
+    """Decode the points of `plane_grid`, row by row from the top: z1 across, z2 up.  -> (steps^2, 784)"""
+    return model.decode(plane_grid(low, high, steps))
 
 
 def show_latent_walk(model, low: float = -3.0, high: float = 3.0, steps: int = 21, ax=None,
                      title: str | None = None):
-    """The decoded grid over [low, high]^2 (the original: 21 x 21 over [-3, 3]^2, step 0.3)."""
+    """The decoded grid over [low, high]^2 (the original: 21 x 21 over [-3, 3]^2, step 0.3), drawn
+    like `latent_scatter`: z1 across, z2 up, so the two can sit side by side."""
     ax = _axes(ax, figsize=(8, 8))
     grid = image_grid(decode_latent_grid(model, low, high, steps), nrow=steps, padding=0)
-    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, extent=(low, high, high, low))
-    ax.set_xlabel("z2")
-    ax.set_ylabel("z1")
+    half = (high - low) / (steps - 1) / 2  # each digit is centred on its point
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, extent=(low - half, high + half, low - half, high + half))
+    ax.set_xlabel("z1")
+    ax.set_ylabel("z2")
     if title:
         ax.set_title(title)
     return ax
