@@ -181,6 +181,13 @@ def cmd_list(args) -> None:
         if state.startswith("invalid"):
             print(f"{name}: {state}", file=sys.stderr)
     _print_table(["model", "status"] + HEADER[1:] + ["used in"], rows)
+    from . import judge
+    state = judge.status()
+    accuracy = judge.load().record["metrics"].get("test_accuracy") if state == "valid" else None
+    print(f"\n{judge.NAME}  {state.split(':')[0]}  the digit classifier that judges samples and completions"
+          + (f", test accuracy {accuracy:.2%} on MNIST's 10,000 test images" if accuracy is not None else ""))
+    if state.startswith("invalid"):
+        print(f"{judge.NAME}: {state}", file=sys.stderr)
 
 
 def fail(command: str, error, code: int) -> int:

@@ -8,7 +8,7 @@ parameters), trained once with a fixed seed on MNIST's 60,000 training images an
     checkpoints/judge-mnist.json          its recipe, history, the weights' SHA-256, and its measured
                                           test accuracy on MNIST's 10,000 test images
 
-Introduced in: 08_inpainting
+Introduced in: 08_beyond
 """
 from __future__ import annotations
 
@@ -142,10 +142,22 @@ def load(directory=None) -> DigitClassifier:
     return model.eval()
 
 
+def status(directory=None) -> str:
+    """'valid', 'missing' or 'invalid: <why>' for the judge's checkpoint, as `registry.status` says it."""
+    weights_path, sidecar_path = _paths(directory)
+    if not weights_path.exists() and not sidecar_path.exists():
+        return "missing"
+    try:
+        load(directory)
+    except CheckpointError as error:
+        return f"invalid: {error}"
+    return "valid"
+
+
 def load_or_train(retrain: bool = False, directory=None, progress: bool = True) -> DigitClassifier:
     """The judge: loaded from its checkpoint, or trained (a few minutes on a CPU), measured and saved.
 
-    Introduced in: 08_inpainting
+    Introduced in: 08_beyond
     """
     checks.check_flag("retrain", retrain)
     weights_path, sidecar_path = _paths(directory)
@@ -173,7 +185,7 @@ def _default() -> DigitClassifier:
 def predict(x: torch.Tensor, model: nn.Module | None = None, batch_size: int = 1000):
     """Labels int64 (N,) and confidences float32 (N,) (the largest class probability) for images (N, 784).
 
-    Introduced in: 08_inpainting
+    Introduced in: 08_beyond
     """
     x = checks.check_images("x", x)
     model = model or _default()
@@ -188,7 +200,7 @@ def sample_quality(images: torch.Tensor, model: nn.Module | None = None) -> dict
     confident_share: the share whose top probability exceeds CONFIDENT (0.9); counts: how many the judge
     assigns to each digit 0..9; kl_from_uniform: KL(p || uniform) in nats of those counts' shares
     (0 for perfect balance, log 10 = 2.30 when every sample is one digit).
-    Introduced in: 05_sampling
+    Introduced in: 05_latent_walk
     """
     labels, confidence = predict(images, model)
     counts = torch.bincount(labels, minlength=10)
@@ -201,7 +213,7 @@ def sample_quality(images: torch.Tensor, model: nn.Module | None = None) -> dict
 def completion_accuracy(completed: torch.Tensor, labels: torch.Tensor, model: nn.Module | None = None) -> float:
     """The share of completed images (N, 784) that the judge reads as their true digit `labels` (N,).
 
-    Introduced in: 08_inpainting
+    Introduced in: 08_beyond
     """
     if not isinstance(labels, torch.Tensor) or labels.shape != (len(completed),):
         raise ValueError(f"labels must be a tensor of shape ({len(completed)},), one digit per image, "
