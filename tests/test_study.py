@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from vaelib import models, study
+from vaelib import checkpoints, models, study
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -111,6 +111,10 @@ def test_the_table_has_its_columns_in_csv_and_markdown_and_the_summary_lists_eve
     summary = (table.parent / "summary.md").read_text()
     assert f"{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f} | 3 |" in summary
     assert all(f"{row['seed']}: {row['neg_elbo']:.2f}" in summary for row in rows)
+    median = study.median_seed(rows)
+    assert f"median seed (-ELBO): {median}" in summary
+    model, sidecar = checkpoints.load(study.median_checkpoint(table.parent))
+    assert sidecar["seed"] == median and isinstance(model, models.VAE)
     record = json.loads((table.parent / "seed-2-metrics.json").read_text())
     assert record["config"]["seed"] == 2 and record["metrics"]["neg_elbo"] == rows[2]["neg_elbo"]
 

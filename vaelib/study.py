@@ -178,6 +178,12 @@ def median_seed(table: list[dict], metric: str = "neg_elbo") -> int:
     return min(rows, key=lambda row: (abs(row[metric] - median), row["seed"]))["seed"]
 
 
+def median_checkpoint(folder: str | os.PathLike, metric: str = "neg_elbo") -> Path:
+    """The checkpoint (stem, as `checkpoints.load` takes it) of a study folder's median seed."""
+    folder = Path(folder)
+    return folder / f"seed-{median_seed(load_table(folder), metric)}"
+
+
 def run(recipe: str, seeds: str | list[int], out: str | os.PathLike = "results/studies", epochs: int | None = None,
         train_subset: int | None = None, jobs: int | None = None, iw_k: int = 1000, iw_images: int | None = None,
         progress: bool = True, train_fn=train_and_measure) -> Path:
