@@ -37,23 +37,24 @@ class JudgeRecipe:
     batch_size: int = 256
     lr: float = 3e-3  # Adam, decayed to 0 along a cosine over the epochs
     shift: int = 2  # random translations of up to this many pixels, as augmentation
+    width: int = 16  # channels of the first convolution (then 2x and 4x)
 
 
 class DigitClassifier(nn.Module):
     """Three 3x3 convolutions with max pooling, then one linear layer to the 10 digit logits."""
 
-    def __init__(self):
+    def __init__(self, width: int = 16):  # w = width
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)  # (B, 1, 28, 28) -> (B, 16, 28, 28), pooled to 14
-        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)  # (B, 16, 14, 14) -> (B, 32, 14, 14), pooled to 7
-        self.conv3 = nn.Conv2d(32, 64, 3, padding=1)  # (B, 32, 7, 7) -> (B, 64, 7, 7), pooled to 3
-        self.out = nn.Linear(64 * 3 * 3, 10)  # (B, 576) -> (B, 10)
+        self.conv1 = nn.Conv2d(1, width, 3, padding=1)  # (B, 1, 28, 28) -> (B, w, 28, 28), pooled to 14
+        self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1)  # (B, w, 14, 14) -> (B, 2w, 14, 14), pooled to 7
+        self.conv3 = nn.Conv2d(2 * width, 4 * width, 3, padding=1)  # (B, 2w, 7, 7) -> (B, 4w, 7, 7), pooled to 3
+        self.out = nn.Linear(4 * width * 3 * 3, 10)  # (B, 36w) -> (B, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.view(-1, 1, 28, 28)  # (B, 784) -> (B, 1, 28, 28)
-        h = F.max_pool2d(F.relu(self.conv1(h)), 2)  # (B, 16, 14, 14)
-        h = F.max_pool2d(F.relu(self.conv2(h)), 2)  # (B, 32, 7, 7)
-        h = F.max_pool2d(F.relu(self.conv3(h)), 2)  # (B, 64, 3, 3)
+        h = F.max_pool2d(F.relu(self.conv1(h)), 2)  # (B, w, 14, 14)
+        h = F.max_pool2d(F.relu(self.conv2(h)), 2)  # (B, 2w, 7, 7)
+        h = F.max_pool2d(F.relu(self.conv3(h)), 2)  # (B, 4w, 3, 3)
         return self.out(h.flatten(1))  # (B, 10) logits
 
 
@@ -71,7 +72,7 @@ def train_judge(recipe: JudgeRecipe = JudgeRecipe(), progress: bool = True) -> t
     """Train the classifier on the 60,000 training images; returns (model, history)."""
     train_x, train_y = data.load_mnist("train")
     torch.manual_seed(recipe.seed)
-    model = DigitClassifier()
+    model = DigitClassifier(recipe.width)
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr)
     batches = data.Batches(train_x, train_y, batch_size=recipe.batch_size, seed=recipe.seed)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs * len(batches))
@@ -136,7 +137,7 @@ def load(directory=None) -> DigitClassifier:
         raise CheckpointError(f"{sidecar_path} was edited after it was saved: restore it with git checkout")
     if hashlib.sha256(payload).hexdigest() != sidecar.get("weights_sha256"):
         raise CheckpointError(f"{weights_path} is damaged or was replaced: restore it with git checkout")
-    model = DigitClassifier()
+    model = DigitClassifier(sidecar.get("width", 16))
     model.load_state_dict({k: t.float() for k, t in safetensors.torch.load(payload).items()}, strict=True)
     model.record = sidecar
     return model.eval()
