@@ -93,3 +93,12 @@ def test_a_damaged_or_edited_judge_is_refused(tmp_path):
     weights.write_bytes(weights.read_bytes()[:-2] + b"\0\0")
     assert "damaged" in judge.status(tmp_path)
     assert judge.status(tmp_path / "nowhere") == "missing"
+
+
+def test_list_shows_the_judge_and_its_accuracy():
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-m", "vaelib", "list"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    line = next(line for line in result.stdout.splitlines() if line.startswith("judge-mnist "))
+    assert line.split()[1] == "valid" and "test accuracy 99." in line

@@ -137,8 +137,11 @@ def load(directory=None) -> DigitClassifier:
         raise CheckpointError(f"{sidecar_path} was edited after it was saved: restore it with git checkout")
     if hashlib.sha256(payload).hexdigest() != sidecar.get("weights_sha256"):
         raise CheckpointError(f"{weights_path} is damaged or was replaced: restore it with git checkout")
-    model = DigitClassifier(sidecar.get("width", 16))
-    model.load_state_dict({k: t.float() for k, t in safetensors.torch.load(payload).items()}, strict=True)
+    try:
+        model = DigitClassifier(sidecar.get("width", 16))
+        model.load_state_dict({k: t.float() for k, t in safetensors.torch.load(payload).items()}, strict=True)
+    except (RuntimeError, TypeError, ValueError, safetensors.SafetensorError) as error:
+        raise CheckpointError(f"{weights_path} does not fit its sidecar: {str(error)[:200]}") from error
     model.record = sidecar
     return model.eval()
 
