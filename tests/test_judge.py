@@ -21,7 +21,8 @@ def test_the_shipped_judge_names_at_least_99_percent_of_the_test_digits(model, m
     accuracy = (labels == y).float().mean().item()
     assert accuracy >= 0.99
     assert abs(accuracy - model.record["metrics"]["test_accuracy"]) < 1e-4  # the sidecar says what it measures
-    assert judge.completion_accuracy(x[:500], y[:500], model) == pytest.approx((labels[:500] == y[:500]).float().mean().item())
+    share = (labels[:500] == y[:500]).float().mean().item()
+    assert judge.completion_accuracy(x[:500], y[:500], model) == pytest.approx(share)
 
 
 def test_the_checkpoint_is_small_float16_and_described_like_the_models(model):

@@ -134,8 +134,12 @@ def load_table(path: str | os.PathLike) -> list[dict]:
         raise FileNotFoundError(f"no study table at {path}: run `python -m vaelib study RECIPE --seeds 0-4` first")
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
-    convert = lambda key, v: None if v == "" else v if key in TEXT else int(v) if key in INTS else float(v)  # noqa: E731
-    return [{key: convert(key, value) for key, value in row.items()} for row in rows]
+    return [{key: _value(key, value) for key, value in row.items()} for row in rows]
+
+
+def _value(key: str, text: str):
+    """A CSV cell as the table holds it: None for a blank, text, int or float by its column."""
+    return None if text == "" else text if key in TEXT else int(text) if key in INTS else float(text)
 
 
 def summarize(table: list[dict]) -> dict:
