@@ -32,6 +32,9 @@ def test_the_checkpoint_is_small_float16_and_described_like_the_models(model):
     assert record["dtype"] == "float16" and record["kind"] == "judge" and record["seed"] == 0
     assert record["metrics"]["test_images"] == 10_000 and len(record["history"]) == record["epochs"]
     assert judge.status() == "valid"
+    recipe = judge.JudgeRecipe()  # retraining (load_or_train(retrain=True)) follows the shipped recipe
+    assert {key: record[key] for key in vars(recipe)} == vars(recipe)
+    assert sum(p.numel() for p in model.parameters()) == 104_202
 
 
 def test_predict_gives_labels_and_confidences(model, mnist_test):

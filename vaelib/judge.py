@@ -1,12 +1,13 @@
 """The judge: a small digit classifier that scores samples and completions by what digit they show.
 
 A VAE's numbers (BCE, MSE on the hidden half) reward blur; the judge asks instead "is this a
-confident, recognisable digit, and is it the right one?". It is a compact CNN (29,000
-parameters), trained once with a fixed seed on MNIST's 60,000 training images and shipped as
+confident, recognisable digit, and is it the right one?". It is a compact CNN (104,000
+parameters), trained once with a fixed seed on MNIST's 60,000 training images (6 epochs, about 10
+minutes on 2 CPU cores) and shipped as
 
-    checkpoints/judge-mnist.safetensors   the weights, float16
+    checkpoints/judge-mnist.safetensors   the weights, float16 (209 KB)
     checkpoints/judge-mnist.json          its recipe, history, the weights' SHA-256, and its measured
-                                          test accuracy on MNIST's 10,000 test images
+                                          test accuracy on MNIST's 10,000 test images (99.39 %)
 
 Introduced in: 08_beyond
 """
@@ -32,12 +33,12 @@ CONFIDENT = 0.9  # a prediction whose largest probability exceeds this counts as
 
 @dataclass(frozen=True)
 class JudgeRecipe:
-    epochs: int = 5
+    epochs: int = 6
     seed: int = 0
     batch_size: int = 256
     lr: float = 3e-3  # Adam, decayed to 0 along a cosine over the epochs
     shift: int = 2  # random translations of up to this many pixels, as augmentation
-    width: int = 16  # channels of the first convolution (then 2x and 4x)
+    width: int = 32  # channels of the first convolution (then 2x and 4x)
 
 
 class DigitClassifier(nn.Module):
