@@ -1,4 +1,4 @@
-"""Command line: `python -m vaelib {train,evaluate,list,download,sweep,export-web} --help`."""
+"""Command line: `python -m vaelib {train,evaluate,list,download,sweep,study,export-web} --help`."""
 from __future__ import annotations
 
 import argparse
@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import checkpoints, checks, data, files, registry, sweep, train
+from . import checkpoints, checks, data, files, registry, study, sweep, train
 
 
 class Parser(argparse.ArgumentParser):
@@ -72,6 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="_build/sweeps", help="folder for the executed notebooks")
     p.add_argument("--timeout", type=float, default=3600,
                    help="seconds a cell may run before its run is recorded as failed (default 3600)")
+
+    p = commands.add_parser("study", help="train a registry recipe over several seeds, resumably",
+                            description="Train a registry recipe once per seed, keeping each seed's checkpoint "
+                                        "and metrics as soon as it finishes (a re-run skips finished seeds), "
+                                        "and write the results table and its mean +- sd summary.")
+    p.add_argument("recipe", help=f"a registry name: {', '.join(registry.REGISTRY)}")
+    p.add_argument("--seeds", default="0-4", help="a range or list, e.g. 0-4 or 0,2,5 (default 0-4)")
+    p.add_argument("--out", default="results/studies", help="folder of the studies (default results/studies)")
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs (a quick study, in its own folder)")
+    p.add_argument("--train-subset", type=int, help="train on the first N training images only")
+    p.add_argument("--jobs", type=int, help="seeds trained at once (default: one per two cores)")
+    p.add_argument("--iw-k", type=int, default=1000, help="importance samples of the IW bound (default 1000)")
+    p.add_argument("--iw-images", type=int, help="test images for the IW bound (default: the recipe's)")
     return parser
 
 
@@ -168,6 +181,13 @@ def cmd_list(args) -> None:
         if state.startswith("invalid"):
             print(f"{name}: {state}", file=sys.stderr)
     _print_table(["model", "status"] + HEADER[1:] + ["used in"], rows)
+    from . import judge
+    state = judge.status()
+    accuracy = judge.load().record["metrics"].get("test_accuracy") if state == "valid" else None
+    print(f"\n{judge.NAME}  {state.split(':')[0]}  the digit classifier that judges samples and completions"
+          + (f", test accuracy {accuracy:.2%} on MNIST's 10,000 test images" if accuracy is not None else ""))
+    if state.startswith("invalid"):
+        print(f"{judge.NAME}: {state}", file=sys.stderr)
 
 
 def fail(command: str, error, code: int) -> int:
@@ -182,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "sweep":
             sweep.run(args.notebook, args.parameter, args.out, args.timeout)
+        elif args.command == "study":
+            table = study.run(args.recipe, args.seeds, args.out, args.epochs, args.train_subset, args.jobs,
+                              args.iw_k, args.iw_images)
+            print(f"wrote {table} (and table.md, summary.md)")
+            print(table.with_name("summary.md").read_text())
         elif args.command == "download":
             cmd_download(args)
         elif args.command == "export-web":

@@ -1,0 +1,228 @@
+"""The judge: a small digit classifier that scores samples and completions by what digit they show.
+
+A VAE's numbers (BCE, MSE on the hidden half) reward blur; the judge asks instead "is this a
+confident, recognisable digit, and is it the right one?". It is a compact CNN (104,000
+parameters), trained once with a fixed seed on MNIST's 60,000 training images (6 epochs, about 10
+minutes on 2 CPU cores) and shipped as
+
+    checkpoints/judge-mnist.safetensors   the weights, float16 (209 KB)
+    checkpoints/judge-mnist.json          its recipe, history, the weights' SHA-256, and its measured
+                                          test accuracy on MNIST's 10,000 test images (99.39 %)
+
+Introduced in: 08_beyond
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import __version__, checks, data, files
+from .checkpoints import CHECKPOINT_DIR, CheckpointError
+from .sidecar import recipe_sha256
+
+NAME = "judge-mnist"
+CONFIDENT = 0.9  # a prediction whose largest probability exceeds this counts as confident
+
+
+@dataclass(frozen=True)
+class JudgeRecipe:
+    epochs: int = 6
+    seed: int = 0
+    batch_size: int = 256
+    lr: float = 3e-3  # Adam, decayed to 0 along a cosine over the epochs
+    shift: int = 2  # random translations of up to this many pixels, as augmentation
+    width: int = 32  # channels of the first convolution (then 2x and 4x)
+
+
+class DigitClassifier(nn.Module):
+    """Three 3x3 convolutions with max pooling, then one linear layer to the 10 digit logits."""
+
+    def __init__(self, width: int = 16):  # w = width
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, width, 3, padding=1)  # (B, 1, 28, 28) -> (B, w, 28, 28), pooled to 14
+        self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1)  # (B, w, 14, 14) -> (B, 2w, 14, 14), pooled to 7
+        self.conv3 = nn.Conv2d(2 * width, 4 * width, 3, padding=1)  # (B, 2w, 7, 7) -> (B, 4w, 7, 7), pooled to 3
+        self.out = nn.Linear(4 * width * 3 * 3, 10)  # (B, 36w) -> (B, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.view(-1, 1, 28, 28)  # (B, 784) -> (B, 1, 28, 28)
+        h = F.max_pool2d(F.relu(self.conv1(h)), 2)  # (B, w, 14, 14)
+        h = F.max_pool2d(F.relu(self.conv2(h)), 2)  # (B, 2w, 7, 7)
+        h = F.max_pool2d(F.relu(self.conv3(h)), 2)  # (B, 4w, 3, 3)
+        return self.out(h.flatten(1))  # (B, 10) logits
+
+
+def _shift(x: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Each image moved by a random (dy, dx) in [-shift, shift], zeros entering at the edges."""
+    n = len(x)
+    padded = F.pad(x.view(n, 28, 28), (shift,) * 4)  # (B, 28 + 2s, 28 + 2s)
+    dy, dx = torch.randint(0, 2 * shift + 1, (2, n), generator=generator)
+    rows = (dy[:, None] + torch.arange(28))[:, :, None]  # (B, 28, 1)
+    cols = (dx[:, None] + torch.arange(28))[:, None, :]  # (B, 1, 28)
+    return padded[torch.arange(n)[:, None, None], rows, cols].reshape(n, 784)
+
+
+def train_judge(recipe: JudgeRecipe = JudgeRecipe(), progress: bool = True) -> tuple[DigitClassifier, list]:
+    """Train the classifier on the 60,000 training images; returns (model, history)."""
+    train_x, train_y = data.load_mnist("train")
+    torch.manual_seed(recipe.seed)
+    model = DigitClassifier(recipe.width)
+    optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr)
+    batches = data.Batches(train_x, train_y, batch_size=recipe.batch_size, seed=recipe.seed)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=recipe.epochs * len(batches))
+    generator = torch.Generator().manual_seed(recipe.seed)
+    history = []
+    for epoch in range(1, recipe.epochs + 1):
+        model.train()
+        start, total, correct = time.perf_counter(), 0.0, 0
+        for x, y in batches:
+            logits = model(_shift(x, recipe.shift, generator) if recipe.shift else x)
+            loss = F.cross_entropy(logits, y)  # mean over the batch
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * len(x)
+            correct += (logits.argmax(1) == y).sum().item()
+        history.append({"epoch": epoch, "seconds": time.perf_counter() - start,
+                        "train_loss": total / len(train_x), "train_accuracy": correct / len(train_x)})
+        if progress:
+            print(f"judge epoch {epoch}: {history[-1]}", flush=True)
+    return model.eval(), history
+
+
+@torch.no_grad()
+def test_accuracy(model: nn.Module, batch_size: int = 1000) -> float:
+    """The share of MNIST's 10,000 test images whose digit the model names."""
+    test_x, test_y = data.load_mnist("test")
+    labels = torch.cat([model(test_x[i : i + batch_size]).argmax(1) for i in range(0, len(test_x), batch_size)])
+    return (labels == test_y).float().mean().item()
+
+
+def _paths(directory=None):
+    folder = directory or CHECKPOINT_DIR
+    return folder / f"{NAME}.safetensors", folder / f"{NAME}.json"
+
+
+def save(model: nn.Module, recipe: JudgeRecipe, history: list, metrics: dict, directory=None):
+    """Weights (float16) and a sidecar in the style of the models' checkpoints, each written atomically."""
+    weights_path, sidecar_path = _paths(directory)
+    tensors = {name: t.detach().to("cpu", torch.float16).contiguous() for name, t in model.state_dict().items()}
+    payload = safetensors.torch.save(tensors)
+    sidecar = {"kind": "judge", **asdict(recipe), "data_sha256": data.DATASETS["mnist"].sha256,
+               "vaelib_version": __version__, "dtype": "float16", "weights_file": weights_path.name,
+               "weights_sha256": hashlib.sha256(payload).hexdigest(), "history": history, "metrics": metrics}
+    sidecar["recipe_sha256"] = recipe_sha256(sidecar)
+    files.atomic_write_bytes(weights_path, payload)
+    files.atomic_write_bytes(sidecar_path, (json.dumps(sidecar, indent=1) + "\n").encode())
+    return weights_path
+
+
+def load(directory=None) -> DigitClassifier:
+    """The shipped judge, after checking its weights' and its sidecar's SHA-256; `model.record` is the sidecar."""
+    weights_path, sidecar_path = _paths(directory)
+    try:
+        sidecar = json.loads(sidecar_path.read_text())
+        payload = weights_path.read_bytes()
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"cannot read the judge's checkpoint ({error}): train it again with "
+                              f"`python -c 'from vaelib import judge; judge.load_or_train(retrain=True)'`") from error
+    if not isinstance(sidecar, dict) or sidecar.get("recipe_sha256") != recipe_sha256(sidecar):
+        raise CheckpointError(f"{sidecar_path} was edited after it was saved: restore it with git checkout")
+    if hashlib.sha256(payload).hexdigest() != sidecar.get("weights_sha256"):
+        raise CheckpointError(f"{weights_path} is damaged or was replaced: restore it with git checkout")
+    try:
+        model = DigitClassifier(sidecar.get("width", 16))
+        model.load_state_dict({k: t.float() for k, t in safetensors.torch.load(payload).items()}, strict=True)
+    except (RuntimeError, TypeError, ValueError, safetensors.SafetensorError) as error:
+        raise CheckpointError(f"{weights_path} does not fit its sidecar: {str(error)[:200]}") from error
+    model.record = sidecar
+    return model.eval()
+
+
+def status(directory=None) -> str:
+    """'valid', 'missing' or 'invalid: <why>' for the judge's checkpoint, as `registry.status` says it."""
+    weights_path, sidecar_path = _paths(directory)
+    if not weights_path.exists() and not sidecar_path.exists():
+        return "missing"
+    try:
+        load(directory)
+    except CheckpointError as error:
+        return f"invalid: {error}"
+    return "valid"
+
+
+def load_or_train(retrain: bool = False, directory=None, progress: bool = True) -> DigitClassifier:
+    """The judge: loaded from its checkpoint, or trained (a few minutes on a CPU), measured and saved.
+
+    Introduced in: 08_beyond
+    """
+    checks.check_flag("retrain", retrain)
+    weights_path, sidecar_path = _paths(directory)
+    if not retrain and (weights_path.exists() or sidecar_path.exists()):
+        return load(directory)
+    files.check_writable_folder(weights_path.parent, "the judge's checkpoint")
+    recipe = JudgeRecipe()
+    model, history = train_judge(recipe, progress)
+    for tensor in model.state_dict().values():  # measure the weights as they are stored
+        tensor.copy_(tensor.half().float())
+    save(model, recipe, history, {"test_accuracy": test_accuracy(model), "test_images": 10_000}, directory)
+    return load(directory)
+
+
+_JUDGE = {}
+
+
+def _default() -> DigitClassifier:
+    if "model" not in _JUDGE:
+        _JUDGE["model"] = load_or_train()
+    return _JUDGE["model"]
+
+
+@torch.no_grad()
+def predict(x: torch.Tensor, model: nn.Module | None = None, batch_size: int = 1000):
+    """Labels int64 (N,) and confidences float32 (N,) (the largest class probability) for images (N, 784).
+
+    Introduced in: 08_beyond
+    """
+    x = checks.check_images("x", x)
+    model = model or _default()
+    probs = torch.cat([F.softmax(model(x[i : i + batch_size]), dim=1) for i in range(0, len(x), batch_size)])
+    confidence, labels = probs.max(1)  # (N,), (N,)
+    return labels, confidence
+
+
+def sample_quality(images: torch.Tensor, model: nn.Module | None = None) -> dict:
+    """How digit-like a batch of samples (N, 784) is, by the judge.
+
+    confident_share: the share whose top probability exceeds CONFIDENT (0.9); counts: how many the judge
+    assigns to each digit 0..9; kl_from_uniform: KL(p || uniform) in nats of those counts' shares
+    (0 for perfect balance, log 10 = 2.30 when every sample is one digit).
+    Introduced in: 05_latent_walk
+    """
+    labels, confidence = predict(images, model)
+    counts = torch.bincount(labels, minlength=10)
+    shares = counts.double() / len(labels)
+    nonzero = shares[shares > 0]
+    return {"images": len(labels), "confident_share": (confidence > CONFIDENT).float().mean().item(),
+            "counts": counts.tolist(), "kl_from_uniform": (nonzero * (nonzero * 10).log()).sum().item()}
+
+
+def completion_accuracy(completed: torch.Tensor, labels: torch.Tensor, model: nn.Module | None = None) -> float:
+    """The share of completed images (N, 784) that the judge reads as their true digit `labels` (N,).
+
+    Introduced in: 08_beyond
+    """
+    if not isinstance(labels, torch.Tensor) or labels.shape != (len(completed),):
+        raise ValueError(f"labels must be a tensor of shape ({len(completed)},), one digit per image, "
+                         f"got {getattr(labels, 'shape', type(labels).__name__)}")
+    predicted, _ = predict(completed, model)
+    return (predicted == labels.to(predicted.device)).float().mean().item()
+

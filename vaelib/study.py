@@ -1,0 +1,238 @@
+"""A recipe trained over several seeds, resumably, and the results table that chapters read.
+
+One seed is one draw: `vae-l2-b1` gives a test -ELBO of 154.1 with seed 0 and 150.8 with seed 2. A
+study trains a registry recipe once per seed and reports every seed and their mean +- sd.
+
+    python -m vaelib study vae-l2-b1 --seeds 0-4          # -> results/studies/vae-l2-b1/
+
+The study folder holds, per finished seed, its checkpoint (`seed-3.safetensors` and `seed-3.json`,
+as `checkpoints.save` writes them) and then its metrics (`seed-3-metrics.json`), each written
+atomically. The metrics file is written last: it marks the seed as finished, so a re-run skips it,
+and a run killed at any moment loses only the seed in training. After each seed the folder's
+`table.csv`, `table.md` and `summary.md` are rewritten from the metrics files of every finished seed.
+Introduced in: 04_beta
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import dataclasses
+import io
+import json
+import multiprocessing
+import os
+import re
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import checks, data, files, registry, train
+
+COLUMNS = ("recipe", "seed", "neg_elbo", "bce", "kl", "iw_nll", "iw_k", "iw_images", "active_units",
+           "precision", "epochs", "train_subset", "seconds")
+HEADINGS = ("recipe", "seed", "-ELBO", "BCE", "KL", "IW bound", "IW k", "IW images", "active units",
+            "precision", "epochs", "train images", "seconds")
+INTS = ("seed", "iw_k", "iw_images", "active_units", "epochs", "train_subset")
+TEXT = ("recipe", "precision")
+SUMMARISED = ("neg_elbo", "bce", "kl", "iw_nll", "active_units", "seconds")
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-4' -> [0, 1, 2, 3, 4]; '0,2,5' and '0-2,7' work too. Refused: '4-0', 'a-b', repeats."""
+    seeds = []
+    for part in str(text).split(","):
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not match:
+            raise ValueError(f"--seeds must be a range or a list of seeds such as 0-4 or 0,1,2, got {text!r}")
+        low, high = int(match.group(1)), int(match.group(2) or match.group(1))
+        if high < low:
+            raise ValueError(f"--seeds {part.strip()} runs backwards: write {high}-{low}")
+        seeds.extend(checks.check_seed(seed) for seed in range(low, min(high, low + 10_000) + 1))
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {text} names a seed twice: name each seed once")
+    return seeds
+
+
+def default_jobs(cores: int | None = None) -> int:
+    """One process per two cores (each with two torch threads): 1 on a 2-core machine."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // 2)
+
+
+def study_name(recipe: str, epochs: int | None = None, train_subset: int | None = None) -> str:
+    """The folder's name: the recipe's, plus what a quick run changed (`vae-l2-b1-e1-n256`)."""
+    return recipe + (f"-e{epochs}" if epochs is not None else "") + (f"-n{train_subset}" if train_subset else "")
+
+
+def train_and_measure(spec: registry.Recipe, train_subset: int | None, iw_k: int):
+    """(model, history, metrics) for one seed: the registry's training and its test metrics."""
+    return registry.train_recipe(spec, train_subset, progress=False, iw_k=iw_k)
+
+
+def _run_seed(name, spec, stem, train_subset, iw_k, threads, train_fn=train_and_measure) -> dict:
+    """Train one seed, save its checkpoint, then its metrics file (the mark that it is finished)."""
+    if threads:
+        torch.set_num_threads(threads)
+    start = time.perf_counter()
+    model, history, metrics = train_fn(spec, train_subset, iw_k)
+    seconds = time.perf_counter() - start
+    registry.save_trained(stem, spec, model, history, metrics)
+    row = {"recipe": name, "seed": spec.seed, "neg_elbo": metrics.get("neg_elbo"),
+           "bce": metrics.get("reconstruction"), "kl": metrics.get("kl"), "iw_nll": metrics.get("iw_nll"),
+           "iw_k": metrics.get("iw_k"), "iw_images": metrics.get("iw_images"),
+           "active_units": metrics.get("active_units"), "precision": registry.trained_precision(history),
+           "epochs": spec.epochs, "train_subset": train_subset, "seconds": round(seconds, 1)}
+    record = {"row": row, "config": spec.config(), "metrics": metrics}
+    files.atomic_write_bytes(Path(f"{stem}-metrics.json"), (json.dumps(record, indent=1) + "\n").encode())
+    return row
+
+
+def finished_rows(folder: Path) -> list[dict]:
+    """The table's rows from every finished seed's metrics file in `folder`, by seed."""
+    rows = []
+    for path in folder.glob("seed-*-metrics.json"):
+        try:
+            rows.append(json.loads(path.read_text())["row"])
+        except (OSError, ValueError, KeyError) as error:
+            raise ValueError(f"{path} is damaged ({error}): delete it and run the study again to redo that seed")
+    return sorted(rows, key=lambda row: row["seed"])
+
+
+def _cell(value, key: str) -> str:
+    if value is None:
+        return ""
+    return f"{value:.2f}" if isinstance(value, float) and key != "seconds" else str(value)
+
+
+def write_table(folder: Path) -> Path:
+    """Rewrite `table.csv`, `table.md` and `summary.md` in `folder` from its finished seeds."""
+    rows = finished_rows(folder)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({key: "" if row.get(key) is None else row[key] for key in COLUMNS} for row in rows)
+    files.atomic_write_bytes(folder / "table.csv", text.getvalue().encode())
+    lines = ["| " + " | ".join(HEADINGS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_cell(row.get(key), key) or "-" for key in COLUMNS) + " |" for row in rows]
+    files.atomic_write_bytes(folder / "table.md", ("\n".join(lines) + "\n").encode())
+    files.atomic_write_bytes(folder / "summary.md", format_summary(rows).encode())
+    return folder / "table.csv"
+
+
+def load_table(path: str | os.PathLike) -> list[dict]:
+    """A study's rows from its `table.csv` (or its folder), numbers as numbers, blanks as None.
+
+    Introduced in: 04_beta
+    """
+    path = Path(path)
+    path = path / "table.csv" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"no study table at {path}: run `python -m vaelib study RECIPE --seeds 0-4` first")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [{key: _value(key, value) for key, value in row.items()} for row in rows]
+
+
+def _value(key: str, text: str):
+    """A CSV cell as the table holds it: None for a blank, text, int or float by its column."""
+    return None if text == "" else text if key in TEXT else int(text) if key in INTS else float(text)
+
+
+def summarize(table: list[dict]) -> dict:
+    """Per recipe and metric: n, mean, sd (n - 1 in the denominator; 0 for one seed) and every seed's value."""
+    summary = {}
+    for row in table:
+        for key in SUMMARISED:
+            if row.get(key) is not None:
+                summary.setdefault(row["recipe"], {}).setdefault(key, {})[row["seed"]] = row[key]
+    result = {}
+    for recipe, metrics in summary.items():
+        result[recipe] = {}
+        for key, by_seed in metrics.items():
+            values = list(by_seed.values())
+            result[recipe][key] = {"n": len(values), "mean": statistics.fmean(values),
+                                   "sd": statistics.stdev(values) if len(values) > 1 else 0.0, "seeds": by_seed}
+    return result
+
+
+def format_summary(table: list[dict]) -> str:
+    lines = []
+    for recipe, metrics in summarize(table).items():
+        lines += [f"## {recipe}", "", "| metric | mean +- sd | n | every seed |", "|---|---|---|---|"]
+        for key, s in metrics.items():
+            seeds = ", ".join(f"{seed}: {value:.2f}" for seed, value in s["seeds"].items())
+            lines.append(f"| {HEADINGS[COLUMNS.index(key)]} | {s['mean']:.2f} +- {s['sd']:.2f} | {s['n']} | {seeds} |")
+        lines += ["", f"median seed (-ELBO): {median_seed([r for r in table if r['recipe'] == recipe])}", ""]
+    return "\n".join(lines)
+
+
+def median_seed(table: list[dict], metric: str = "neg_elbo") -> int:
+    """The seed whose `metric` is nearest the median over the table's seeds (a tie: the smaller seed).
+
+    Introduced in: 04_beta
+    """
+    rows = [row for row in table if row.get(metric) is not None]
+    if not rows:
+        raise ValueError(f"the table has no values of {metric!r}: choose one of {', '.join(SUMMARISED)}")
+    median = statistics.median(row[metric] for row in rows)
+    return min(rows, key=lambda row: (abs(row[metric] - median), row["seed"]))["seed"]
+
+
+def median_checkpoint(folder: str | os.PathLike, metric: str = "neg_elbo") -> Path:
+    """The checkpoint (stem, as `checkpoints.load` takes it) of a study folder's median seed."""
+    folder = Path(folder)
+    return folder / f"seed-{median_seed(load_table(folder), metric)}"
+
+
+def run(recipe: str, seeds: str | list[int], out: str | os.PathLike = "results/studies", epochs: int | None = None,
+        train_subset: int | None = None, jobs: int | None = None, iw_k: int = 1000, iw_images: int | None = None,
+        progress: bool = True, train_fn=train_and_measure) -> Path:
+    """Train `recipe` once per seed not yet finished in its study folder; returns the table's path.
+
+    Introduced in: 04_beta
+    """
+    spec = registry.recipe(recipe)  # every input is checked before any work
+    seeds = parse_seeds(seeds) if isinstance(seeds, str) else [checks.check_seed(s) for s in seeds]
+    if not seeds:
+        raise ValueError("--seeds names no seed: give a range such as 0-4")
+    if epochs is not None:
+        spec = dataclasses.replace(spec, epochs=checks.check_positive_int("--epochs", epochs))
+    if train_subset is not None:
+        checks.check_positive_int("--train-subset", train_subset, maximum=60_000)
+    if iw_images is not None:
+        spec = dataclasses.replace(spec, iw_images=checks.check_positive_int("--iw-images", iw_images, maximum=10_000))
+    checks.check_positive_int("--iw-k", iw_k, maximum=train.MAX_K)
+    cores = default_jobs() * 2
+    jobs = default_jobs() if jobs is None else checks.check_positive_int("--jobs", jobs)
+    data.load_mnist("test")  # the data is there and sound, before any training
+    folder = files.check_writable_folder(Path(out) / study_name(recipe, epochs, train_subset), "--out")
+    done = {row["seed"]: row for row in finished_rows(folder)}
+    for seed, row in done.items():
+        if seed in seeds and (row["epochs"], row["train_subset"]) != (spec.epochs, train_subset):
+            raise ValueError(f"{folder} holds seed {seed} trained with other settings: choose another --out")
+    todo = [seed for seed in seeds if seed not in done]
+    threads = max(1, cores // min(jobs, max(1, len(todo)))) if jobs > 1 else 0
+    bar = tqdm(total=len(seeds), initial=len(seeds) - len(todo), desc=f"{recipe} seeds", unit="seed",
+               disable=not progress)
+    tasks = [(recipe, dataclasses.replace(spec, seed=seed), folder / f"seed-{seed}", train_subset, iw_k, threads)
+             for seed in todo]
+    if jobs == 1 or len(todo) <= 1:
+        for task in tasks:
+            _run_seed(*task, train_fn=train_fn)
+            write_table(folder)
+            bar.update()
+    else:
+        context = multiprocessing.get_context("spawn")  # fork with torch's thread pools can hang
+        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            futures = [pool.submit(_run_seed, *task, train_fn=train_fn) for task in tasks]
+            for future in concurrent.futures.as_completed(futures):
+                future.result()
+                write_table(folder)
+                bar.update()
+    bar.close()
+    return write_table(folder)
+
