@@ -199,7 +199,7 @@ def test_one_bad_sidecar_is_listed_as_invalid_and_the_list_goes_on(tmp_path, mon
     (tmp_path / "vae-l2-b4.json").write_text('{"kind": ["vae"], "options": 3}')
     assert main(["list"]) == 0
     captured = capsys.readouterr()
-    rows = {line.split()[0]: line.split()[1] for line in captured.out.splitlines()[1:]}
+    rows = {line.split()[0]: line.split()[1] for line in captured.out.splitlines()[1:] if line.strip()}
     assert rows["vae-l2-b1"] == "invalid" and rows["vae-l2-b4"] == "invalid" and rows["vae-l2-b0"] == "missing"
     assert "vae-l2-b1.json is not a valid checkpoint sidecar" in captured.err
 
