@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import losses
+
 PRECISIONS = ("float32", "bfloat16", "float16")
 CHOICES = "'auto', 'float32', 'bfloat16', 'float16', True (bfloat16) or False (float32)"
 MUCH_SLOWER = 1.5  # forcing bfloat16 warns when it is at least this many times slower than float32
@@ -117,8 +119,6 @@ def time_step(model: nn.Module, x: torch.Tensor, precision: str, steps: int = 2)
     The fastest, not the mean: on a shared machine another process only ever adds time. Works on a deep
     copy and restores the random state, so the caller's model and results are untouched.
     """
-    from . import losses  # here, not at the top: losses needs nothing from this module
-
     probe = copy.deepcopy(model).train()
     device = x.device
 
