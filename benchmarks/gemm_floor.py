@@ -52,13 +52,21 @@ def layer_gemms(name: str, layer: nn.Module, x: torch.Tensor, needs_input_grad: 
             if role != "input grad" or needs_input_grad]
 
 
-def model_gemms(model: nn.Module, x: torch.Tensor) -> list[Gemm]:
-    """Every matrix product of one training step of `model` on the batch `x`, found by running it once."""
-    gemms: list[Gemm] = []
+@dataclass(frozen=True)
+class LayerCall:
+    layer: nn.Module
+    input: torch.Tensor  # detached
+    needs_input_grad: bool
+    output_shape: torch.Size
+
+
+def layer_calls(model: nn.Module, x: torch.Tensor) -> dict[str, LayerCall]:
+    """Each Linear, Conv2d and ConvTranspose2d of `model` with the input it gets on the batch `x`, by name."""
+    calls: dict[str, LayerCall] = {}
 
     def record(name):
-        def hook(layer, inputs, _output):
-            gemms.extend(layer_gemms(name, layer, inputs[0], inputs[0].requires_grad))
+        def hook(layer, inputs, output):
+            calls[name] = LayerCall(layer, inputs[0].detach(), inputs[0].requires_grad, output.shape)
         return hook
 
     handles = [layer.register_forward_hook(record(name)) for name, layer in model.named_modules()
@@ -68,7 +76,13 @@ def model_gemms(model: nn.Module, x: torch.Tensor) -> list[Gemm]:
     finally:
         for handle in handles:
             handle.remove()
-    return gemms
+    return calls
+
+
+def model_gemms(model: nn.Module, x: torch.Tensor) -> list[Gemm]:
+    """Every matrix product of one training step of `model` on the batch `x`, found by running it once."""
+    return [gemm for name, call in layer_calls(model, x).items()
+            for gemm in layer_gemms(name, call.layer, call.input, call.needs_input_grad)]
 
 
 class GemmFloor:

@@ -207,22 +207,14 @@ def print_step_table(title: str, times: dict, floor: gemm_floor.GemmFloor, auto:
 def layer_breakdown(x: torch.Tensor, repeats: int = 7) -> None:
     """The conv VAE's float32 step layer by layer: forward + backward of each layer alone, against its floor."""
     torch.manual_seed(0)
-    model = models.ConvVAE(latent_dim=2)
-    inputs = {}
-    layers = {name: layer for name, layer in model.named_modules()
-              if isinstance(layer, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d))}
-    handles = [layer.register_forward_hook(lambda layer, i, out, name=name: inputs.__setitem__(
-        name, (i[0].detach(), i[0].requires_grad, out.shape))) for name, layer in layers.items()]
-    model(x)
-    for handle in handles:
-        handle.remove()
+    calls = gemm_floor.layer_calls(models.ConvVAE(latent_dim=2), x)
     print("\nConv VAE float32 step, layer by layer (forward + backward of each layer alone, fastest of the rounds)\n")
     print("| layer | kind | ms | GEMM floor ms | vs floor |")
     print("|---|---|---|---|---|")
-    for name, (layer_input, needs_grad, out_shape) in inputs.items():
-        layer = layers[name]
+    for name, call in calls.items():
+        layer, layer_input, needs_grad = call.layer, call.input, call.needs_input_grad
         x_in = layer_input.clone().requires_grad_(needs_grad)
-        grad = torch.randn(out_shape)
+        grad = torch.randn(call.output_shape)
         floor = gemm_floor.GemmFloor(gemm_floor.layer_gemms(name, layer, layer_input, needs_grad))
         samples = []
         for _ in range(repeats):
