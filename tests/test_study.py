@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from vaelib import checkpoints, models, study
+from vaelib import checkpoints, models, registry, study
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -105,7 +105,7 @@ def test_the_table_has_its_columns_in_csv_and_markdown_and_the_summary_lists_eve
     assert rows[1]["seed"] == 1 and isinstance(rows[1]["neg_elbo"], float) and rows[1]["train_subset"] is None
     assert rows[1]["precision"] == "float32" and rows[1]["active_units"] == 2
     markdown = (table.parent / "table.md").read_text().splitlines()
-    assert markdown[0].startswith("| recipe | seed | -ELBO | BCE | KL | IW bound")
+    assert markdown[0].startswith("| recipe | seed | -ELBO | BCE | KL | -IW bound")
     assert len(markdown) == 2 + 3 and all(line.count("|") == len(study.COLUMNS) + 1 for line in markdown)
     values = [row["neg_elbo"] for row in rows]
     summary = (table.parent / "summary.md").read_text()
@@ -189,3 +189,42 @@ def test_two_jobs_give_the_same_table_as_one(tmp_path):
     study.run("vae-l2-b1", "0-2", tmp_path / "one", jobs=1, progress=False, train_fn=fake_training)
     study.run("vae-l2-b1", "0-2", tmp_path / "two", jobs=2, progress=False, train_fn=fake_training)
     assert rows_without_seconds(tmp_path / "one" / "vae-l2-b1") == rows_without_seconds(tmp_path / "two" / "vae-l2-b1")
+
+
+def test_a_precision_override_trains_every_seed_in_it_in_its_own_folder(tmp_path):
+    asked = []
+
+    def training(spec, train_subset, iw_k):
+        asked.append(spec.mixed_precision)
+        return fake_training(spec, train_subset, iw_k)
+
+    study.run("vae-l2-b1", "0-1", tmp_path, progress=False, train_fn=training, precision="bfloat16")
+    assert asked == ["bfloat16", "bfloat16"] and (tmp_path / "vae-l2-b1-bfloat16" / "table.csv").is_file()
+    with pytest.raises(ValueError, match="--precision must be one of float32, bfloat16, float16"):
+        study.run("vae-l2-b1", "0-1", tmp_path, progress=False, train_fn=training, precision="fp8")
+
+
+def test_ship_median_copies_the_median_seed_and_its_sidecar_says_so(tmp_path):
+    study.run("vae-l2-b1", "0-4", tmp_path, progress=False, train_fn=fake_training)
+    folder = tmp_path / "vae-l2-b1"
+    values = {row["seed"]: row["neg_elbo"] for row in study.load_table(folder)}
+    middle = sorted(values.values())[2]  # five distinct values: the median is one of them
+    seed = study.ship_median(folder, tmp_path / "shipped")
+    assert values[seed] == middle
+    shipped, sidecar = checkpoints.load(tmp_path / "shipped")
+    chosen, _ = checkpoints.load(folder / f"seed-{seed}")
+    assert sidecar["seed"] == seed and sidecar["chosen"].startswith(f"seed {seed}: of the study's seeds (0, 1, 2, 3, 4")
+    assert all(torch.equal(a, b) for a, b in zip(shipped.state_dict().values(), chosen.state_dict().values()))
+
+
+def test_code_collapse_counts_dead_coordinates_and_clipped_images():
+    torch.manual_seed(0)
+    model = models.Autoencoder(2)
+    x = torch.rand(50, 784)
+    with torch.no_grad():
+        model.encoder[2].bias[0] = -1e4  # coordinate 0 is below zero for every image: dead after the ReLU
+        model.encoder[2].bias[1] = 1e4  # coordinate 1 is always positive
+    assert registry.code_collapse(model, x) == {"dead_units": 1, "clipped_share": 1.0}
+    with torch.no_grad():
+        model.encoder[2].bias[0] = 1e4
+    assert registry.code_collapse(model, x) == {"dead_units": 0, "clipped_share": 0.0}

@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, help="seeds trained at once (default: one per two cores)")
     p.add_argument("--iw-k", type=int, default=1000, help="importance samples of the IW bound (default 1000)")
     p.add_argument("--iw-images", type=int, help="test images for the IW bound (default: the recipe's)")
+    p.add_argument("--precision", choices=study.PRECISIONS,
+                   help="train every seed in this precision instead of the recipe's (its own folder)")
     return parser
 
 
@@ -204,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             sweep.run(args.notebook, args.parameter, args.out, args.timeout)
         elif args.command == "study":
             table = study.run(args.recipe, args.seeds, args.out, args.epochs, args.train_subset, args.jobs,
-                              args.iw_k, args.iw_images)
+                              args.iw_k, args.iw_images, precision=args.precision)
             print(f"wrote {table} (and table.md, summary.md)")
             print(table.with_name("summary.md").read_text())
         elif args.command == "download":

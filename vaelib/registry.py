@@ -93,7 +93,7 @@ def test_metrics(model: nn.Module, test_x: torch.Tensor, iw_images: int = 10_000
     metrics = train.evaluate(model, test_x, beta=1.0)
     result = {"neg_elbo": metrics["loss"], "reconstruction": metrics["reconstruction"], "kl": metrics["kl"]}
     if isinstance(model, models.Autoencoder):
-        return result
+        return {**result, **code_collapse(model, test_x)}
     checks.check_positive_int("iw_images", iw_images)
     subset = test_x[:iw_images]
     bound = train.importance_weighted_bound(model, subset, k=k, progress=progress)
@@ -103,6 +103,18 @@ def test_metrics(model: nn.Module, test_x: torch.Tensor, iw_images: int = 10_000
         "active_units": train.active_units(model, test_x)[0],
     })
     return result
+
+
+@torch.no_grad()
+def code_collapse(model: nn.Module, test_x: torch.Tensor) -> dict:
+    """How much of an autoencoder's code a ReLU on it has switched off, on `test_x`.
+
+    `dead_units`: code coordinates that are 0 for every image; `clipped_share`: the share of images with at
+    least one coordinate clipped to 0 (chapter 2).
+    """
+    codes, _ = train.encode_dataset(model, test_x)  # (N, L)
+    zero = codes == 0
+    return {"dead_units": int(zero.all(dim=0).sum()), "clipped_share": zero.any(dim=1).float().mean().item()}
 
 
 def train_recipe(spec: Recipe, train_subset: int | None = None, device=None, progress: bool = True,

@@ -29,15 +29,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import checks, data, files, registry, train
+from . import checkpoints, checks, data, files, registry, train
 
 COLUMNS = ("recipe", "seed", "neg_elbo", "bce", "kl", "iw_nll", "iw_k", "iw_images", "active_units",
-           "precision", "epochs", "train_subset", "seconds")
-HEADINGS = ("recipe", "seed", "-ELBO", "BCE", "KL", "IW bound", "IW k", "IW images", "active units",
-            "precision", "epochs", "train images", "seconds")
-INTS = ("seed", "iw_k", "iw_images", "active_units", "epochs", "train_subset")
+           "dead_units", "clipped_share", "precision", "epochs", "train_subset", "seconds")
+HEADINGS = ("recipe", "seed", "-ELBO", "BCE", "KL", "-IW bound", "IW k", "IW images", "active units",
+            "dead units", "clipped share", "precision", "epochs", "train images", "seconds")
+INTS = ("seed", "iw_k", "iw_images", "active_units", "dead_units", "epochs", "train_subset")
 TEXT = ("recipe", "precision")
-SUMMARISED = ("neg_elbo", "bce", "kl", "iw_nll", "active_units", "seconds")
+SUMMARISED = ("neg_elbo", "bce", "kl", "iw_nll", "active_units", "dead_units", "clipped_share", "seconds")
+PRECISIONS = ("float32", "bfloat16", "float16")  # --precision: the study's own folder, `<recipe>-<precision>`
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -63,9 +64,11 @@ def default_jobs(cores: int | None = None) -> int:
     return max(1, cores // 2)
 
 
-def study_name(recipe: str, epochs: int | None = None, train_subset: int | None = None) -> str:
-    """The folder's name: the recipe's, plus what a quick run changed (`vae-l2-b1-e1-n256`)."""
-    return recipe + (f"-e{epochs}" if epochs is not None else "") + (f"-n{train_subset}" if train_subset else "")
+def study_name(recipe: str, epochs: int | None = None, train_subset: int | None = None,
+               precision: str | None = None) -> str:
+    """The folder's name: the recipe's, plus what the run changed (`vae-l2-b1-bfloat16`, `vae-l2-b1-e1-n256`)."""
+    return (recipe + (f"-{precision}" if precision else "") + (f"-e{epochs}" if epochs is not None else "")
+            + (f"-n{train_subset}" if train_subset else ""))
 
 
 def train_and_measure(spec: registry.Recipe, train_subset: int | None, iw_k: int):
@@ -84,7 +87,8 @@ def _run_seed(name, spec, stem, train_subset, iw_k, threads, train_fn=train_and_
     row = {"recipe": name, "seed": spec.seed, "neg_elbo": metrics.get("neg_elbo"),
            "bce": metrics.get("reconstruction"), "kl": metrics.get("kl"), "iw_nll": metrics.get("iw_nll"),
            "iw_k": metrics.get("iw_k"), "iw_images": metrics.get("iw_images"),
-           "active_units": metrics.get("active_units"), "precision": registry.trained_precision(history),
+           "active_units": metrics.get("active_units"), "dead_units": metrics.get("dead_units"),
+           "clipped_share": metrics.get("clipped_share"), "precision": registry.trained_precision(history),
            "epochs": spec.epochs, "train_subset": train_subset, "seconds": round(seconds, 1)}
     record = {"row": row, "config": spec.config(), "metrics": metrics}
     files.atomic_write_bytes(Path(f"{stem}-metrics.json"), (json.dumps(record, indent=1) + "\n").encode())
@@ -188,9 +192,28 @@ def median_checkpoint(folder: str | os.PathLike, metric: str = "neg_elbo") -> Pa
     return folder / f"seed-{median_seed(load_table(folder), metric)}"
 
 
+def ship_median(folder: str | os.PathLike, stem: str | os.PathLike, metric: str = "neg_elbo") -> int:
+    """Copy the study's median seed (by `metric`) to the checkpoint `stem`, its sidecar saying so.
+
+    The registry recipe's `seed` must then name that seed, for the shipped checkpoint to match it.
+    Returns the seed.
+    """
+    folder = Path(folder)
+    table = load_table(folder)
+    seed = median_seed(table, metric)
+    model, sidecar = checkpoints.load(folder / f"seed-{seed}")
+    stored = ("vaelib_version", "dtype", "weights_file", "weights_sha256", "history", "metrics", "recipe_sha256")
+    config = {key: value for key, value in sidecar.items() if key not in stored}
+    seeds = ", ".join(str(row["seed"]) for row in table)
+    config["chosen"] = (f"seed {seed}: of the study's seeds ({seeds}, in the study {folder.name}), the one whose "
+                        f"{HEADINGS[COLUMNS.index(metric)]} is nearest their median")
+    checkpoints.save(stem, model, config, sidecar["history"], sidecar["metrics"], dtype=checkpoints.DTYPES[sidecar["dtype"]])
+    return seed
+
+
 def run(recipe: str, seeds: str | list[int], out: str | os.PathLike = "results/studies", epochs: int | None = None,
         train_subset: int | None = None, jobs: int | None = None, iw_k: int = 1000, iw_images: int | None = None,
-        progress: bool = True, train_fn=train_and_measure) -> Path:
+        progress: bool = True, train_fn=train_and_measure, precision: str | None = None) -> Path:
     """Train `recipe` once per seed not yet finished in its study folder; returns the table's path.
 
     Introduced in: 04_beta
@@ -203,13 +226,17 @@ def run(recipe: str, seeds: str | list[int], out: str | os.PathLike = "results/s
         spec = dataclasses.replace(spec, epochs=checks.check_positive_int("--epochs", epochs))
     if train_subset is not None:
         checks.check_positive_int("--train-subset", train_subset, maximum=60_000)
+    if precision is not None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        spec = dataclasses.replace(spec, mixed_precision=precision if precision != "float32" else False)
     if iw_images is not None:
         spec = dataclasses.replace(spec, iw_images=checks.check_positive_int("--iw-images", iw_images, maximum=10_000))
     checks.check_positive_int("--iw-k", iw_k, maximum=train.MAX_K)
     cores = default_jobs() * 2
     jobs = default_jobs() if jobs is None else checks.check_positive_int("--jobs", jobs)
     data.load_mnist("test")  # the data is there and sound, before any training
-    folder = files.check_writable_folder(Path(out) / study_name(recipe, epochs, train_subset), "--out")
+    folder = files.check_writable_folder(Path(out) / study_name(recipe, epochs, train_subset, precision), "--out")
     done = {row["seed"]: row for row in finished_rows(folder)}
     for seed, row in done.items():
         if seed in seeds and (row["epochs"], row["train_subset"]) != (spec.epochs, train_subset):
