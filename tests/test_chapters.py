@@ -97,3 +97,32 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
     assert [row.get("root") for row in rows] == [2.0, None, 3.0]  # the runs after the failure still ran
     assert rows[1]["error"] == "ValueError: math domain error"
     assert (tmp_path / "out" / "tiny__x=-1.ipynb").exists()  # with the traceback in it
+
+
+def exercises_and_solutions(path: Path) -> tuple[list[int], list[tuple[int, list]]]:
+    """The numbers of a chapter's exercises, and (number, tags) of each solution cell, in order."""
+    import re
+
+    notebook = json.loads(path.read_text())
+    numbers, solutions, in_exercises = [], [], False
+    for cell in notebook["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "markdown" and source.lstrip().startswith("## "):
+            in_exercises = source.lstrip().startswith("## Exercises")
+        if cell["cell_type"] == "markdown" and in_exercises:
+            numbers += [int(n) for n in re.findall(r"^(\d+)\. ", source, flags=re.M)]
+        tags = cell.get("metadata", {}).get("tags", [])
+        if cell["cell_type"] == "code" and "solution" in tags:
+            match = re.match(r"# Solution to exercise (\d+)", source)
+            assert match, f"{path.name}: a solution cell must start with '# Solution to exercise N'"
+            solutions.append((int(match.group(1)), tags))
+    return numbers, solutions
+
+
+@pytest.mark.parametrize("name", sorted(FIGURES))
+def test_every_exercise_has_a_hidden_solution_that_the_chapter_runs(name):
+    """The solutions are code cells of the chapter, so the papermill runs above and nbval execute them."""
+    numbers, solutions = exercises_and_solutions(CHAPTERS / f"{name}.ipynb")
+    assert numbers == list(range(1, len(numbers) + 1)) and numbers, f"{name}: exercises must be numbered 1, 2, ..."
+    assert [number for number, _ in solutions] == numbers, f"{name}: one solution per exercise, in order"
+    assert all("hide-cell" in tags for _, tags in solutions), f"{name}: a solution is hidden behind a toggle"

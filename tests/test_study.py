@@ -228,3 +228,23 @@ def test_code_collapse_counts_dead_coordinates_and_clipped_images():
     with torch.no_grad():
         model.encoder[2].bias[0] = 1e4
     assert registry.code_collapse(model, x) == {"dead_units": 0, "clipped_share": 0.0}
+
+
+def test_show_seeds_draws_every_seed_and_the_mean_and_sd_of_each_study():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from vaelib import plots
+
+    tables = {"a": [{"seed": s, "neg_elbo": v} for s, v in enumerate([150.0, 152.0, 157.0])],
+              "b": [{"seed": s, "neg_elbo": v} for s, v in enumerate([160.0, 161.0])]}
+    ax = plots.show_seeds(tables, "neg_elbo", shipped={"a": 1})
+    points = [c.get_offsets()[:, 1].tolist() for c in ax.collections if len(c.get_offsets())]
+    assert [150.0, 152.0, 157.0] in points and [160.0, 161.0] in points and [152.0] in points  # the ring: seed 1
+    bars = {}
+    for container in ax.containers:  # one errorbar per study: the mean, and a bar from mean - sd to mean + sd
+        (low, high), = [segment[:, 1] for segment in container.lines[2][0].get_segments()]
+        bars[round(float(container.lines[0].get_ydata()[0]), 6)] = (high - low) / 2
+    expected = {153.0: statistics.stdev([150, 152, 157]), 160.5: statistics.stdev([160, 161])}
+    assert sorted(bars) == pytest.approx(sorted(expected))
+    assert [bars[key] for key in sorted(bars)] == pytest.approx([expected[key] for key in sorted(expected)])

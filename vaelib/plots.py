@@ -148,3 +148,34 @@ def show_history(history: list[dict], ax=None, title: str | None = None):
     if title:
         ax.set_title(title)
     return ax
+
+
+def show_seeds(tables: dict[str, list[dict]], metric: str, ax=None, title: str | None = None,
+               ylabel: str | None = None, shipped: dict[str, int] | None = None):
+    """Every seed's value of `metric` per study, with the mean +- sd beside it.
+
+    `tables` maps a label to a study's rows (`study.load_table`); `shipped` maps a label to the seed of
+    its shipped checkpoint, drawn as a ring.
+    """
+    ax = _axes(ax, figsize=(1.6 + 1.4 * len(tables), 4))
+    for position, (label, rows) in enumerate(tables.items()):
+        values = np.array([row[metric] for row in rows if row.get(metric) is not None], dtype=float)
+        seeds = [row["seed"] for row in rows if row.get(metric) is not None]
+        if len(values) == 0:
+            raise ValueError(f"the study {label!r} has no values of {metric!r}")
+        spread = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(1)
+        ax.scatter(position + spread, values, color="tab:blue", zorder=3, label="one seed" if position == 0 else None)
+        sd = values.std(ddof=1) if len(values) > 1 else 0.0
+        ax.errorbar(position + 0.3, values.mean(), yerr=sd, fmt="s", color="black", capsize=4,
+                    label="mean +- sd" if position == 0 else None)
+        if shipped and label in shipped and shipped[label] in seeds:
+            index = seeds.index(shipped[label])
+            ax.scatter(position + spread[index], values[index], s=160, facecolors="none", edgecolors="tab:red",
+                       zorder=4, label="shipped seed" if position == 0 else None)
+    ax.set_xticks(range(len(tables)), [f"{label}\n(n = {len(rows)})" for label, rows in tables.items()])
+    ax.set_xlim(-0.6, len(tables) - 0.3)
+    ax.set_ylabel(ylabel or metric)
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return ax
