@@ -55,3 +55,16 @@ def test_vae_loss_total_is_reconstruction_plus_beta_kl():
 def test_bad_beta_is_refused(bad):
     with pytest.raises(ValueError, match="beta must be a finite number >= 0"):
         losses.check_beta(bad)
+
+
+def test_binary_entropy_floor_is_the_bce_of_the_images_against_themselves_and_its_minimum():
+    torch.manual_seed(0)
+    x = torch.rand(6, 784) * (torch.rand(6, 784) < 0.3)  # grey levels, many exact zeros like MNIST
+    x[:, :5] = 1.0
+    floor = losses.binary_entropy_floor(x)  # (6,)
+    independent = torch.nn.functional.binary_cross_entropy(x.double(), x.double(), reduction="none").sum(1)
+    assert torch.allclose(floor.double(), independent, atol=1e-3)
+    for _ in range(5):  # any other prediction costs more
+        p = (x + 0.05 * torch.randn_like(x)).clamp(1e-4, 1 - 1e-4)
+        assert all(losses.bce(p[i:i + 1], x[i:i + 1]) > floor[i] for i in range(len(x)))  # per image
+    assert losses.binary_entropy_floor((x > 0.5).float()).abs().max() == 0  # binary images: the floor is 0
