@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -186,3 +187,21 @@ def test_chapter_parameters_are_validated_before_training(changes, message, monk
     monkeypatch.setattr(train, "fit", no_training)
     with pytest.raises(ValueError, match=message):
         registry.load_or_train("vae-l2-b1", progress=False, **changes)
+
+
+STUDIES = Path(__file__).resolve().parent.parent / "results" / "studies"
+
+
+@pytest.mark.parametrize("name", [name for name in registry.REGISTRY if (STUDIES / name / "table.csv").is_file()])
+def test_a_studied_recipe_ships_its_median_seed(name):
+    """The shipped checkpoint is the study's seed nearest the median -ELBO, and its sidecar says so."""
+    from vaelib import study
+
+    rows = study.load_table(STUDIES / name)
+    assert len(rows) >= 3
+    median = study.median_seed(rows)
+    assert registry.recipe(name).seed == median
+    _, sidecar = checkpoints.load(name, expected=registry.recipe(name).config())
+    assert sidecar["seed"] == median and sidecar["chosen"].startswith(f"seed {median}: of the study's seeds")
+    row = next(row for row in rows if row["seed"] == median)
+    assert sidecar["metrics"]["neg_elbo"] == pytest.approx(row["neg_elbo"], abs=0.005)  # the table's own run

@@ -97,7 +97,7 @@ def _row(name: str, metrics: dict) -> list[str]:
 
 
 def header(k: int = 1000) -> list[str]:
-    return ["model", "-ELBO", "BCE", "KL", f"-log p(x) IW k={k}", "IW images", "active units"]
+    return ["model", "-ELBO", "BCE", "KL", f"-IW bound k={k}", "IW images", "active units"]
 
 
 HEADER = header()
@@ -178,8 +178,10 @@ def cmd_list(args) -> None:
     rows = []
     for name, spec in registry.REGISTRY.items():
         state = registry.status(name)
-        metrics = checkpoints.read_sidecar(name).get("metrics", {}) if state == "valid" else {}
-        rows.append([name, state.split(":")[0]] + _row(name, metrics)[1:] + [spec.description])
+        sidecar = checkpoints.read_sidecar(name) if state == "valid" else {}
+        chosen = f"; seed {spec.seed}, its study's median" if "chosen" in sidecar else ""
+        rows.append([name, state.split(":")[0]] + _row(name, sidecar.get("metrics", {}))[1:]
+                    + [spec.description + chosen])
         if state.startswith("invalid"):
             print(f"{name}: {state}", file=sys.stderr)
     _print_table(["model", "status"] + HEADER[1:] + ["used in"], rows)

@@ -109,7 +109,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, beta: float = 1.0, batch_size: i
              precision: str = "float32") -> dict:
     """Per-image test loss (BCE + beta * KL) and its parts, with one z sampled per image.
 
-    With beta = 1, `loss` is the negative ELBO, an upper bound on -log p(x) in nats. The sampling
+    With beta = 1, `loss` is the negative ELBO in nats: an upper bound on -log p(x) of the model's Bernoulli
+    decoder, which is a probability only for binary images (see `losses.binary_entropy_floor`). The sampling
     uses its own seed and leaves the global random state as it was.
     """
     device = next(model.parameters()).device
