@@ -156,3 +156,38 @@ def test_an_unknown_device_names_the_valid_ones(device):
 def test_resolve_device_keeps_a_valid_choice():
     assert train.resolve_device("cpu") == torch.device("cpu")
     assert train.resolve_device(None) == train.default_device()
+
+
+def test_binarize_draws_each_pixel_with_its_grey_level_as_probability():
+    from vaelib import data
+
+    x = torch.full((200, 784), 0.3)
+    x[:, :100] = 0.0
+    x[:, 100:200] = 1.0
+    drawn = data.binarize(x, seed=0)  # (200, 784)
+    assert set(drawn.unique().tolist()) == {0.0, 1.0}
+    assert drawn[:, :100].max() == 0 and drawn[:, 100:200].min() == 1  # 0 and 1 stay as they are
+    share = drawn[:, 200:].mean().item()  # 200 * 584 draws of a Bernoulli(0.3): sd 0.0013
+    assert abs(share - 0.3) < 0.006
+    assert torch.equal(drawn, data.binarize(x, seed=0)) and not torch.equal(drawn, data.binarize(x, seed=1))
+
+
+def test_fit_with_binarize_trains_on_fresh_binary_draws_of_every_batch(small):
+    train_x, _ = small
+    model = models.VAE(2)
+    seen = []
+    model.encoder.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach().clone()))
+    train.fit(model, train_x[:256], epochs=2, batch_size=256, progress=False, binarize=True)
+    assert len(seen) == 2 and all(set(batch.unique().tolist()) <= {0.0, 1.0} for batch in seen)
+    first, second = (batch.sum(dim=1).sort().values for batch in seen)  # the same images, drawn twice
+    assert not torch.equal(first, second)
+    grey_ink = train_x[:256].sum(dim=1).mean()
+    assert abs(seen[0].sum(dim=1).mean() - grey_ink) < 3  # binary ink matches grey ink on average
+
+
+def test_a_binarized_recipe_says_so_in_its_config_and_other_recipes_do_not():
+    import dataclasses
+
+    spec = registry.recipe("vae-l2-b1")
+    assert "binarized" not in spec.config()  # the shipped sidecars, sealed before the field existed, still match
+    assert dataclasses.replace(spec, binarized=True).config()["binarized"] is True

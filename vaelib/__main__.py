@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="override the recipe's epochs (a quick study, in its own folder)")
     p.add_argument("--train-subset", type=int, help="train on the first N training images only")
     p.add_argument("--jobs", type=int, help="seeds trained at once (default: one per two cores)")
-    p.add_argument("--iw-k", type=int, default=1000, help="importance samples of the IW bound (default 1000)")
+    p.add_argument("--iw-k", type=int, help="importance samples of the IW bound (default: the recipe's, mostly 1000)")
     p.add_argument("--iw-images", type=int, help="test images for the IW bound (default: the recipe's)")
     p.add_argument("--precision", choices=study.PRECISIONS,
                    help="train every seed in this precision instead of the recipe's (its own folder)")
@@ -159,11 +159,12 @@ def cmd_evaluate(args) -> None:
     checks.check_positive_int("--k", args.k, maximum=train.MAX_K)  # before anything is allocated
     if args.iw_images is not None:
         checks.check_positive_int("--iw-images", args.iw_images, maximum=10_000)  # the test set's size
-    test_x, _ = data.load_mnist("test")
+    grey_test_x = registry.test_images()
     rows = []
     for target in targets:
         model, sidecar = checkpoints.load(target, expected=registry.recipe(target).config()
                                           if target in registry.REGISTRY else None)
+        test_x = registry.test_images(binarized=True) if sidecar.get("binarized") else grey_test_x
         iw_images = args.iw_images
         if iw_images is None:
             iw_images = registry.REGISTRY[target].iw_images if target in registry.REGISTRY else len(test_x)

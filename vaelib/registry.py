@@ -34,10 +34,12 @@ class Recipe:
     iw_images: int = 10_000  # test images for the importance-weighted bound (k = 1000)
     description: str = ""
     bottleneck_relu: bool = True  # the autoencoder only: the original's ReLU on the code
+    binarized: bool = False  # trained on dynamically binarized MNIST, scored on the test set binarized once
+    iw_k: int = 1000  # importance samples of the IW bound in the test metrics
 
     def config(self) -> dict:
         config = {key: getattr(self, key) for key in checkpoints.CONFIG_KEYS}
-        return {**config, "options": self.options()}
+        return {**config, "options": self.options(), **({"binarized": True} if self.binarized else {})}
 
     def options(self) -> dict:
         """Model options beyond kind, size and activation."""
@@ -117,11 +119,17 @@ def code_collapse(model: nn.Module, test_x: torch.Tensor) -> dict:
     return {"dead_units": int(zero.all(dim=0).sum()), "clipped_share": zero.any(dim=1).float().mean().item()}
 
 
+def test_images(binarized: bool = False) -> torch.Tensor:
+    """MNIST's test images (10000, 784): grey levels, or drawn once as binary pixels (seed 0)."""
+    test_x, _ = data.load_mnist("test")
+    return data.binarize(test_x, seed=0) if binarized else test_x
+
+
 def train_recipe(spec: Recipe, train_subset: int | None = None, device=None, progress: bool = True,
-                 compute_metrics: bool = True, iw_k: int = 1000) -> tuple[nn.Module, list, dict]:
+                 compute_metrics: bool = True, iw_k: int | None = None) -> tuple[nn.Module, list, dict]:
     """Build and train a model from `spec` on MNIST; returns (model, history, test metrics)."""
     train_x, _ = data.load_mnist("train")
-    test_x, _ = data.load_mnist("test")
+    test_x = test_images(spec.binarized)
     if train_subset is not None:
         train.check_positive_int("train_subset", train_subset)
         if train_subset > len(train_x):
@@ -135,13 +143,13 @@ def train_recipe(spec: Recipe, train_subset: int | None = None, device=None, pro
     model = models.build(spec.kind, spec.latent_dim, spec.activation, **spec.options())
     history = train.fit(model, train_x, epoch_test_x, epochs=spec.epochs, beta=spec.beta, lr=spec.lr,
                         batch_size=spec.batch_size, seed=spec.seed, device=device,
-                        mixed_precision=spec.mixed_precision, progress=progress)
+                        mixed_precision=spec.mixed_precision, progress=progress, binarize=spec.binarized)
     model.eval()
     if not compute_metrics:
         return model, history, {}
     neg_elbo_fp32 = train.evaluate(model, test_x)["loss"]
     round_to_float16(model)  # the metrics describe the weights as they are stored
-    metrics = test_metrics(model, test_x, spec.iw_images, iw_k, progress)
+    metrics = test_metrics(model, test_x, spec.iw_images, spec.iw_k if iw_k is None else iw_k, progress)
     metrics["neg_elbo_fp32"] = neg_elbo_fp32
     return model, history, metrics
 
@@ -181,7 +189,7 @@ def load_or_train(name: str, retrain: bool = False, train_subset: int | None = N
     """
     spec = recipe(name)
     train.check_flag("retrain", retrain)
-    settable = [f.name for f in dataclasses.fields(Recipe) if f.name not in ("kind", "description", "iw_images")]
+    settable = [f.name for f in dataclasses.fields(Recipe) if f.name not in ("kind", "description", "iw_images", "iw_k")]
     unknown = [key for key in overrides if key not in settable]
     if unknown:
         raise ValueError(f"load_or_train has no setting {unknown[0]!r}: choose from {', '.join(settable)}")

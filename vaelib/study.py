@@ -71,7 +71,7 @@ def study_name(recipe: str, epochs: int | None = None, train_subset: int | None 
             + (f"-n{train_subset}" if train_subset else ""))
 
 
-def train_and_measure(spec: registry.Recipe, train_subset: int | None, iw_k: int):
+def train_and_measure(spec: registry.Recipe, train_subset: int | None, iw_k: int | None):
     """(model, history, metrics) for one seed: the registry's training and its test metrics."""
     return registry.train_recipe(spec, train_subset, progress=False, iw_k=iw_k)
 
@@ -212,7 +212,7 @@ def ship_median(folder: str | os.PathLike, stem: str | os.PathLike, metric: str 
 
 
 def run(recipe: str, seeds: str | list[int], out: str | os.PathLike = "results/studies", epochs: int | None = None,
-        train_subset: int | None = None, jobs: int | None = None, iw_k: int = 1000, iw_images: int | None = None,
+        train_subset: int | None = None, jobs: int | None = None, iw_k: int | None = None, iw_images: int | None = None,
         progress: bool = True, train_fn=train_and_measure, precision: str | None = None) -> Path:
     """Train `recipe` once per seed not yet finished in its study folder; returns the table's path.
 
@@ -232,7 +232,7 @@ def run(recipe: str, seeds: str | list[int], out: str | os.PathLike = "results/s
         spec = dataclasses.replace(spec, mixed_precision=precision if precision != "float32" else False)
     if iw_images is not None:
         spec = dataclasses.replace(spec, iw_images=checks.check_positive_int("--iw-images", iw_images, maximum=10_000))
-    checks.check_positive_int("--iw-k", iw_k, maximum=train.MAX_K)
+    iw_k = spec.iw_k if iw_k is None else checks.check_positive_int("--iw-k", iw_k, maximum=train.MAX_K)
     cores = default_jobs() * 2
     jobs = default_jobs() if jobs is None else checks.check_positive_int("--jobs", jobs)
     data.load_mnist("test")  # the data is there and sound, before any training

@@ -27,12 +27,13 @@ class TrainingDiverged(RuntimeError):
 def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = None, *,
         epochs: int = 20, beta: float = 1.0, lr: float = 1e-3, batch_size: int = 128, seed: int = 0,
         device: str | torch.device | None = None, mixed_precision: bool | str = False,
-        progress: bool = True) -> list[dict]:
+        progress: bool = True, binarize: bool = False) -> list[dict]:
     """Train `model` on `train_x` (N, 784) with Adam and the loss BCE + beta * KL.
 
     Returns the history: one dict per epoch with the per-image train loss and its two parts, and the
     same on `test_x` when given. The same seed on the same machine gives the same history, bit for
-    bit. A NaN or infinite loss stops training with `TrainingDiverged`.
+    bit. A NaN or infinite loss stops training with `TrainingDiverged`. `binarize=True` trains on
+    dynamically binarized images: each batch is drawn afresh as binary pixels (`data.binarize`).
     `mixed_precision="auto"` runs the forward pass under bfloat16 autocast where that is faster on this
     machine (`device.choose_precision` says what it picks and why), keeping float32 weights; True forces
     bfloat16, False float32. Each history row records the precision as `precision`.
@@ -46,6 +47,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
     check_positive_int("epochs", epochs, minimum=0)
     check_positive_int("batch_size", batch_size)
     check_seed(seed)
+    check_flag("binarize", binarize)
     beta = losses.check_beta(beta)
     lr = check_learning_rate(lr)
     device = resolve_device(device)
@@ -64,6 +66,8 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
         start = time.perf_counter()
         sums = torch.zeros(3, dtype=torch.float64)
         for batch_index, x in enumerate(batches, start=1):
+            if binarize:
+                x = torch.bernoulli(x)  # (B, 784) in {0, 1}, a fresh draw every time
             with autocast(device, precision):
                 logits, mu, logvar = model(x)
             parts = losses.vae_loss(logits, x, mu, logvar, beta)
