@@ -54,11 +54,13 @@ REGISTRY = {
     "vae-l2-b0": Recipe("vae", 2, 0.0, description="MLP VAE, beta = 0 (04)"),
     "vae-l2-b1": Recipe("vae", 2, 1.0, seed=1, description="MLP VAE, the original's model (03, 05)"),
     "vae-l2-b4": Recipe("vae", 2, 4.0, seed=4, description="MLP VAE, beta = 4 (04)"),
-    "vae-l2-b1-tanh": Recipe("vae", 2, 1.0, activation="tanh", description="MLP VAE, tanh encoder (08)"),
+    "vae-l2-b1-tanh": Recipe("vae", 2, 1.0, seed=1, activation="tanh", description="MLP VAE, tanh encoder (08)"),
     "convvae-l2-b1": Recipe(latent_dim=2, beta=1.0, description="conv VAE (06)", **CONV),
     "convvae-l10-b1": Recipe(latent_dim=10, beta=1.0, description="conv VAE, L = 10 (07)", **CONV),
     "convvae-l10-b4": Recipe(latent_dim=10, beta=4.0, description="conv VAE, L = 10, beta = 4 (07)", **CONV),
     "vae-l20-b1": Recipe("vae", 20, 1.0, epochs=10, description="the pytorch/examples recipe"),
+    "vae-l50-bin": Recipe("vae", 50, 1.0, epochs=100, binarized=True, iw_k=5000,
+                          description="MLP VAE on binarized MNIST, a true likelihood (03)"),
 }
 
 
