@@ -61,6 +61,18 @@ def test_sweep_writes_notebooks_and_a_table(tmp_path):
     assert rows[0]["kl"] > rows[1]["kl"]  # beta = 0 leaves the code a higher rate than beta = 2
 
 
+def test_beta_chapter_loads_the_shipped_model_of_its_beta(tmp_path):
+    """beta = 4 without retrain measures the shipped vae-l2-b4, not a vae-l2-b1 retrained with beta = 4."""
+    from vaelib import checkpoints
+
+    output = tmp_path / "04_beta.ipynb"
+    papermill.execute_notebook(str(CHAPTERS / "04_beta.ipynb"), str(output), parameters={"beta": 4.0, "test_images": 500,
+                               "iw_images": 50, "iw_k": 10}, kernel_name="python3", cwd=str(CHAPTERS), progress_bar=False)
+    results = sweep.notebook_results(output)
+    assert results["model"] == "vae-l2-b4"
+    assert results["history"] == checkpoints.read_sidecar(CHAPTERS.parent / "checkpoints" / "vae-l2-b4")["history"]
+
+
 def test_notebook_results_needs_a_results_cell(tmp_path):
     path = tmp_path / "empty.ipynb"
     path.write_text(json.dumps({"cells": []}))

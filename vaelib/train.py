@@ -143,6 +143,7 @@ def importance_weighted_bound(model: nn.Module, x: torch.Tensor, k: int = 1000, 
 
     Burda, Grosse and Salakhutdinov, "Importance Weighted Autoencoders" (2016), eq. 8. With k = 1 it is
     the ELBO; it tightens as k grows. Computed with log-sum-exp, in chunks of images.
+    Introduced in: 04_beta
     """
     check_positive_int("k", k, maximum=MAX_K)
     device = next(model.parameters()).device
@@ -183,7 +184,7 @@ def encode_dataset(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = N
 def active_units(model: nn.Module, x: torch.Tensor, threshold: float = 0.01) -> tuple[int, torch.Tensor]:
     """Units u whose Var_x(E_q[z_u | x]) exceeds `threshold` (Burda et al. 2016, section 5.2).
 
-    Returns the count and the per-unit variances (L,).
+    Returns the count and the per-unit variances (L,). Introduced in: 04_beta
     """
     mu, _ = encode_dataset(model, x)  # (N, L)
     variance = mu.double().var(dim=0)  # (L,)

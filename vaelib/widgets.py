@@ -82,7 +82,7 @@ class BetaExplorer:
         with self.output:
             fig, ax = plt.subplots(figsize=self.figsize)
             plots.latent_scatter(mu, labels, ax=ax, title=f"latent means, beta = {beta:g}")
-            reach = 1.15 * mu.abs().quantile(0.995).item()  # each model's own range: beta = 0 reaches about 20
+            reach = 1.15 * mu.abs().quantile(0.995).item()  # each model's own range: beta = 0 reaches far beyond 3
             ax.set_xlim(-reach, reach)  # z1 across, z2 up, one scale on both axes
             ax.set_ylim(-reach, reach)
             ax.set_aspect("equal")
