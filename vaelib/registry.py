@@ -48,7 +48,7 @@ class Recipe:
 
 CONV = dict(kind="conv_vae", mixed_precision="auto", iw_images=500)
 REGISTRY = {
-    "autoencoder-l2": Recipe("autoencoder", 2, 0.0, description="autoencoder, ReLU on the code (02)"),
+    "autoencoder-l2": Recipe("autoencoder", 2, 0.0, seed=2, description="autoencoder, ReLU on the code (02)"),
     "autoencoder-l2-linear": Recipe("autoencoder", 2, 0.0, bottleneck_relu=False,
                                     description="autoencoder, linear code (02)"),
     "vae-l2-b0": Recipe("vae", 2, 0.0, description="MLP VAE, beta = 0 (04)"),
