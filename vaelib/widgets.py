@@ -63,30 +63,36 @@ class LatentExplorer:
 
 
 class BetaExplorer:
-    """A slider over beta that redraws the test set's latent means for the model trained with it."""
+    """A slider over beta that redraws the test set's latent means for the model trained with it.
+
+    The scatter is drawn to PNG bytes shown by an `Image` widget, like LatentExplorer's digit: an
+    `Output` widget with `clear_output(wait=True)` made headless runs (papermill, the book's build)
+    stall at this cell now and then, the kernel idle and the client waiting for its reply.
+    """
 
     def __init__(self, encoded: dict[float, tuple[torch.Tensor, torch.Tensor]], figsize=(5, 5)):
         self.encoded = encoded  # beta -> (mu (N, 2), labels (N,))
         betas = sorted(encoded)
         self.slider = widgets.SelectionSlider(options=betas, value=betas[0], description="beta")
-        self.output = widgets.Output()
+        self.image = widgets.Image(format="png", layout=widgets.Layout(width=f"{figsize[0] * 80}px"))
         self.figsize = figsize
         self.slider.observe(self._redraw, names="value")
-        self.widget = widgets.VBox([self.slider, self.output])
+        self.widget = widgets.VBox([self.slider, self.image])
         self._redraw()
 
     def _redraw(self, change=None) -> None:
         beta = self.slider.value
         mu, labels = self.encoded[beta]
-        self.output.clear_output(wait=True)
-        with self.output:
-            fig, ax = plt.subplots(figsize=self.figsize)
-            plots.latent_scatter(mu, labels, ax=ax, title=f"latent means, beta = {beta:g}")
-            reach = 1.15 * mu.abs().quantile(0.995).item()  # each model's own range: beta = 0 reaches far beyond 3
-            ax.set_xlim(-reach, reach)  # z1 across, z2 up, one scale on both axes
-            ax.set_ylim(-reach, reach)
-            ax.set_aspect("equal")
-            plt.show()
+        fig, ax = plt.subplots(figsize=self.figsize)
+        plots.latent_scatter(mu, labels, ax=ax, title=f"latent means, beta = {beta:g}")
+        reach = 1.15 * mu.abs().quantile(0.995).item()  # each model's own range: beta = 0 reaches far beyond 3
+        ax.set_xlim(-reach, reach)  # z1 across, z2 up, one scale on both axes
+        ax.set_ylim(-reach, reach)
+        ax.set_aspect("equal")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+        plt.close(fig)  # drawn once, into the image; not shown again by the notebook
+        self.image.value = buffer.getvalue()
         self.shown_beta = beta
         self.figure = fig
 
