@@ -191,3 +191,14 @@ def test_a_binarized_recipe_says_so_in_its_config_and_other_recipes_do_not():
     spec = registry.recipe("vae-l2-b1")
     assert "binarized" not in spec.config()  # the shipped sidecars, sealed before the field existed, still match
     assert dataclasses.replace(spec, binarized=True).config()["binarized"] is True
+
+
+def test_trained_precision_reads_the_history_and_knows_old_checkpoints():
+    assert registry.trained_precision([{"epoch": 1, "precision": "bfloat16"}]) == "bfloat16"
+    assert registry.trained_precision([{"epoch": 1}], mixed_precision=True) == "bfloat16"  # saved before the field
+    assert registry.trained_precision([{"epoch": 1}], mixed_precision="auto") == "float32"
+    assert registry.trained_precision([]) == "float32"
+    from vaelib import checkpoints
+
+    _, sidecar = checkpoints.load("convvae-l2-b1")  # shipped conv VAE: trained in bfloat16 autocast
+    assert registry.trained_precision(sidecar["history"], sidecar.get("mixed_precision")) == "bfloat16"

@@ -222,9 +222,15 @@ def load_or_train(name: str, retrain: bool = False, train_subset: int | None = N
     return model.eval()
 
 
-def trained_precision(history: list) -> str:
-    """The precision that trained the model ('float32', 'bfloat16', ...), from its history."""
-    return history[-1].get("precision", "float32") if history else "float32"
+def trained_precision(history: list, mixed_precision=False) -> str:
+    """The precision that trained the model ('float32', 'bfloat16', ...), from its history.
+
+    A checkpoint saved before the history recorded it: bfloat16 if its `mixed_precision` was True (all
+    that True could mean then), else float32.
+    """
+    if history and "precision" in history[-1]:
+        return history[-1]["precision"]
+    return "bfloat16" if mixed_precision is True else "float32"
 
 
 def save_trained(stem: str | Path, spec: Recipe, model: nn.Module, history: list, metrics: dict,
