@@ -125,7 +125,7 @@ def test_numbers_are_bounded_before_anything_is_allocated(args, message, capsys,
 def test_evaluate_labels_the_bound_with_its_k(capsys):
     assert main(["evaluate", "vae-l2-b1", "--k", "3", "--iw-images", "5", "--markdown"]) == 0
     header = capsys.readouterr().out.splitlines()[0]
-    assert "IW k=3 " in header and "k=1000" not in header
+    assert "-IW bound k=3 " in header and "k=1000" not in header
 
 
 def test_export_web_under_a_file_or_onto_a_folder_is_refused(tmp_path, capsys, monkeypatch):
