@@ -35,6 +35,10 @@ def test_round_trip_in_float16(saved):
     assert not loaded.training
 
 
+def test_saved_config_gives_back_exactly_the_config_that_save_was_given(saved):
+    assert checkpoints.saved_config(checkpoints.read_sidecar(saved[0])) == CONFIG
+
+
 def test_sidecar_holds_the_recipe(saved):
     sidecar = json.loads(saved[0].with_suffix(".json").read_text())
     for key in ("kind", "latent_dim", "beta", "activation", "epochs", "seed", "batch_size", "lr",

@@ -159,12 +159,15 @@ def cmd_evaluate(args) -> None:
     checks.check_positive_int("--k", args.k, maximum=train.MAX_K)  # before anything is allocated
     if args.iw_images is not None:
         checks.check_positive_int("--iw-images", args.iw_images, maximum=10_000)  # the test set's size
-    grey_test_x = registry.test_images()
+    test_sets = {}  # binarized -> the test images, each loaded once however many targets use it
     rows = []
     for target in targets:
         model, sidecar = checkpoints.load(target, expected=registry.recipe(target).config()
                                           if target in registry.REGISTRY else None)
-        test_x = registry.test_images(binarized=True) if sidecar.get("binarized") else grey_test_x
+        binarized = bool(sidecar.get("binarized"))
+        if binarized not in test_sets:
+            test_sets[binarized] = registry.test_images(binarized)
+        test_x = test_sets[binarized]
         iw_images = args.iw_images
         if iw_images is None:
             iw_images = registry.REGISTRY[target].iw_images if target in registry.REGISTRY else len(test_x)

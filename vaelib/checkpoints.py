@@ -123,6 +123,14 @@ def save(stem: str | os.PathLike, model: nn.Module, config: dict, history: list 
     return weights_path
 
 
+SAVED_FIELDS = ("vaelib_version", "dtype", "weights_file", "weights_sha256", "history", "metrics", "recipe_sha256")
+
+
+def saved_config(sidecar: dict) -> dict:
+    """The config that `save` was given, from a sidecar: all but the fields that `save` writes itself."""
+    return {key: value for key, value in sidecar.items() if key not in SAVED_FIELDS}
+
+
 def write_sidecar(stem: str | os.PathLike, sidecar: dict) -> Path:
     """Write (atomically) the JSON sidecar of a checkpoint, with its own SHA-256."""
     _, sidecar_path = paths(stem)

@@ -202,8 +202,7 @@ def ship_median(folder: str | os.PathLike, stem: str | os.PathLike, metric: str 
     table = load_table(folder)
     seed = median_seed(table, metric)
     model, sidecar = checkpoints.load(folder / f"seed-{seed}")
-    stored = ("vaelib_version", "dtype", "weights_file", "weights_sha256", "history", "metrics", "recipe_sha256")
-    config = {key: value for key, value in sidecar.items() if key not in stored}
+    config = checkpoints.saved_config(sidecar)
     seeds = ", ".join(str(row["seed"]) for row in table)
     config["chosen"] = (f"seed {seed}: of the study's seeds ({seeds}, in the study {folder.name}), the one whose "
                         f"{HEADINGS[COLUMNS.index(metric)]} is nearest their median")
