@@ -202,3 +202,22 @@ def test_trained_precision_reads_the_history_and_knows_old_checkpoints():
 
     _, sidecar = checkpoints.load("convvae-l2-b1")  # shipped conv VAE: trained in bfloat16 autocast
     assert registry.trained_precision(sidecar["history"], sidecar.get("mixed_precision")) == "bfloat16"
+
+
+def test_final_lr_decays_the_learning_rate_geometrically_to_its_value(small):
+    model, history = fit_small(*small, epochs=3, lr=1e-3, final_lr=1e-4)
+    lrs = [row["lr"] for row in history]
+    assert lrs == pytest.approx([1e-3, 1e-3 * 0.1 ** 0.5, 1e-4])
+    _, constant = fit_small(*small, epochs=2, lr=2e-3)
+    assert [row["lr"] for row in constant] == [2e-3, 2e-3]
+    with pytest.raises(ValueError, match="final_lr must be a finite number > 0, got -1"):
+        fit_small(*small, epochs=1, final_lr=-1.0)
+
+
+def test_a_deeper_or_decaying_recipe_records_it_and_the_shipped_recipes_do_not():
+    import dataclasses
+
+    spec = registry.recipe("vae-l2-b1")
+    assert spec.config()["options"] == {} and "final_lr" not in spec.config()
+    deeper = dataclasses.replace(spec, hidden_dim=512, hidden_layers=2, final_lr=1e-4).config()
+    assert deeper["options"] == {"hidden_dim": 512, "hidden_layers": 2} and deeper["final_lr"] == 1e-4

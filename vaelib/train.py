@@ -12,7 +12,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import losses
-from .checks import check_flag, check_images, check_learning_rate, check_positive_int, check_seed  # noqa: F401
+from .checks import check_flag, check_images, check_learning_rate, check_number, check_positive_int, check_seed  # noqa: F401
 from .data import Batches
 from .device import autocast, check_mixed_precision, choose_precision, default_device, grad_scaler, resolve_device  # noqa: F401
 
@@ -27,13 +27,15 @@ class TrainingDiverged(RuntimeError):
 def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = None, *,
         epochs: int = 20, beta: float = 1.0, lr: float = 1e-3, batch_size: int = 128, seed: int = 0,
         device: str | torch.device | None = None, mixed_precision: bool | str = False,
-        progress: bool = True, binarize: bool = False) -> list[dict]:
+        progress: bool = True, binarize: bool = False, final_lr: float | None = None) -> list[dict]:
     """Train `model` on `train_x` (N, 784) with Adam and the loss BCE + beta * KL.
 
     Returns the history: one dict per epoch with the per-image train loss and its two parts, and the
     same on `test_x` when given. The same seed on the same machine gives the same history, bit for
     bit. A NaN or infinite loss stops training with `TrainingDiverged`. `binarize=True` trains on
     dynamically binarized images: each batch is drawn afresh as binary pixels (`data.binarize`).
+    `final_lr` lets the learning rate decay exponentially, epoch by epoch, from `lr` to `final_lr` in the
+    last epoch (each history row records its `lr`); None keeps it constant.
     `mixed_precision="auto"` runs the forward pass under bfloat16 autocast where that is faster on this
     machine (`device.choose_precision` says what it picks and why), keeping float32 weights; True forces
     bfloat16, False float32. Each history row records the precision as `precision`.
@@ -50,6 +52,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
     check_flag("binarize", binarize)
     beta = losses.check_beta(beta)
     lr = check_learning_rate(lr)
+    final_lr = lr if final_lr is None else check_number("final_lr", final_lr, 0.0, strict=True)
     device = resolve_device(device)
     model.to(device)
     train_x = train_x.to(device)
@@ -59,10 +62,14 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
     scaler = grad_scaler(device, precision)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999),
                                  fused=device.type in ("cpu", "cuda"))
+    decay = (final_lr / lr) ** (1 / max(1, epochs - 1))  # per epoch: lr in epoch e is lr * decay^(e-1)
     history = []
     bar = tqdm(total=epochs * len(batches), desc="training", unit="batch", disable=not progress)
     for epoch in range(1, epochs + 1):
         model.train()
+        epoch_lr = lr * decay ** (epoch - 1)
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr
         start = time.perf_counter()
         sums = torch.zeros(3, dtype=torch.float64)
         for batch_index, x in enumerate(batches, start=1):
@@ -86,7 +93,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
             bar.update(1)
             if batch_index % 20 == 0 or batch_index == len(batches):
                 bar.set_postfix(epoch=epoch, loss=f"{values[0].item() / len(x):.2f}", refresh=False)
-        row = {"epoch": epoch, "seconds": time.perf_counter() - start, "precision": precision}
+        row = {"epoch": epoch, "seconds": time.perf_counter() - start, "precision": precision, "lr": epoch_lr}
         row.update(zip(("train_loss", "train_reconstruction", "train_kl"), (sums / len(train_x)).tolist()))
         if test_x is not None:
             metrics = evaluate(model, test_x, beta=beta, seed=seed, precision=precision)
