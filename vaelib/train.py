@@ -1,6 +1,7 @@
 """Training and evaluation: Adam, a progress bar, a per-epoch history, and the test metrics.
 
-Introduced in: 02_autoencoder (fit), 03_vae (evaluate), 04_beta (importance-weighted bound, active units)
+Introduced in: 02_autoencoder (fit), 03_vae (evaluate), 04_beta (importance-weighted bound, active units),
+09_loss (the ELBO of any Gaussian q, and q refined per image)
 """
 from __future__ import annotations
 
@@ -145,11 +146,12 @@ def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torc
 @torch.no_grad()
 def importance_weighted_bound(model: nn.Module, x: torch.Tensor, k: int = 1000, seed: int = 0,
                               images_per_chunk: int | None = None, decode_batch: int = 8192,
-                              progress: bool = False) -> torch.Tensor:
+                              progress: bool = False, posterior: tuple | None = None) -> torch.Tensor:
     """log p(x) >= log (1/k) sum_i p(x, z_i) / q(z_i | x), z_i ~ q(z | x), per image.  (N, 784) -> (N,)
 
     Burda, Grosse and Salakhutdinov, "Importance Weighted Autoencoders" (2016), eq. 8. With k = 1 it is
-    the ELBO; it tightens as k grows. Computed with log-sum-exp, in chunks of images.
+    the ELBO; it tightens as k grows. Computed with log-sum-exp, in chunks of images. q is the encoder's,
+    or the Gaussians `posterior = (mu, logvar)`, each (N, L), when given (`refine_posterior`'s).
     Introduced in: 04_beta
     """
     check_positive_int("k", k, maximum=MAX_K)
@@ -161,7 +163,10 @@ def importance_weighted_bound(model: nn.Module, x: torch.Tensor, k: int = 1000, 
         torch.manual_seed(seed)
         for start in tqdm(range(0, len(x), chunk), desc="IW bound", disable=not progress):
             batch = x[start : start + chunk].to(device)  # (b, 784)
-            mu, logvar = model.encode(batch)  # (b, L)
+            if posterior is None:
+                mu, logvar = model.encode(batch)  # (b, L)
+            else:
+                mu, logvar = (p[start : start + chunk].to(device) for p in posterior)  # (b, L)
             if logvar is None:
                 raise ValueError("the importance-weighted bound needs a VAE: this model has no logvar")
             z = mu + torch.randn(k, *mu.shape, device=device) * (0.5 * logvar).exp()  # (k, b, L)
@@ -175,6 +180,57 @@ def importance_weighted_bound(model: nn.Module, x: torch.Tensor, k: int = 1000, 
             log_w = log_px_z + log_pz - log_qz  # (k, b)
             bounds.append(torch.logsumexp(log_w, dim=0) - math.log(k))  # (b,)
     return torch.cat(bounds).cpu()
+
+
+def elbo(model: nn.Module, x: torch.Tensor, mu: torch.Tensor | None = None, logvar: torch.Tensor | None = None,
+         samples: int = 1, seed: int = 0, beta: float = 1.0) -> torch.Tensor:
+    """The ELBO of each image, E_q[log p(x | z)] - beta * KL(q || N(0, I)), in nats.  (N, 784) -> (N,)
+
+    q = N(mu, diag(exp(logvar))), each (N, L): the encoder's when not given. The expectation is a mean over
+    `samples` draws of z (reparameterized, so it has gradients with respect to mu and logvar); the KL is
+    exact. Uses its own seed and leaves the global random state as it was. Introduced in: 09_loss
+    """
+    check_positive_int("samples", samples)
+    if mu is None:
+        mu, logvar = model.encode(x)  # (N, L), (N, L)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        z = mu + torch.randn(samples, *mu.shape, device=mu.device) * (0.5 * logvar).exp()  # (S, N, L)
+    logits = model.decode_logits(z.reshape(-1, z.shape[-1])).view(samples, len(x), -1)  # (S, N, 784)
+    log_px_z = -torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, x.expand_as(logits), reduction="none").sum(-1).mean(0)  # (N,)
+    kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(-1)  # (N,), Kingma and Welling (2014), Appendix B
+    return log_px_z - beta * kl
+
+
+def refine_posterior(model: nn.Module, x: torch.Tensor, steps: int = 300, lr: float = 0.01, samples: int = 8,
+                     seed: int = 0, beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A Gaussian q of each image's own, fitted to its ELBO with the decoder frozen: (mu, logvar), (N, L) each.
+
+    Starts at the encoder's (mu, logvar) and takes `steps` Adam steps on the images' summed -ELBO
+    (`samples` draws of z per step; each image's q has its own parameters, so the images do not interact).
+    The ELBO gained over the encoder's q is the amortization gap of Cremer, Li and Duvenaud, "Inference
+    Suboptimality in Variational Autoencoders" (2018): what one network answering for every image loses
+    against the best Gaussian for each. Introduced in: 09_loss
+    """
+    check_positive_int("steps", steps, minimum=0)
+    model.eval()
+    with torch.no_grad():
+        mu, logvar = model.encode(x)  # (N, L), (N, L)
+    mu, logvar = mu.clone().requires_grad_(), logvar.clone().requires_grad_()
+    frozen = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        optimizer = torch.optim.Adam([mu, logvar], lr=check_learning_rate(lr))
+        for step in range(steps):
+            loss = -elbo(model, x, mu, logvar, samples=samples, seed=seed + 1 + step, beta=beta).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    finally:
+        for p, flag in zip(model.parameters(), frozen):
+            p.requires_grad_(flag)
+    return mu.detach(), logvar.detach()
 
 
 @torch.no_grad()
