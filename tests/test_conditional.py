@@ -159,3 +159,13 @@ def test_train_recipe_trains_a_cvae_with_the_labels():
     model, history, metrics = registry.train_recipe(spec, train_subset=512, progress=False, iw_k=10)
     assert isinstance(model, models.ConditionalVAE) and len(history) == 1 and history[0]["test_images"] == 512
     assert metrics["iw_images"] == 20 and metrics["active_units"] <= 2 and metrics["neg_elbo"] > 0
+
+
+def test_the_command_line_evaluates_a_cvae_checkpoint_with_the_test_labels(tmp_path, capsys):
+    from vaelib.__main__ import main
+
+    torch.manual_seed(0)
+    checkpoints.save(tmp_path / "c", models.build("cvae", 2), registry.recipe("cvae-l2-b1").config())
+    assert main(["evaluate", str(tmp_path / "c"), "--k", "2", "--iw-images", "5"]) == 0
+    row = capsys.readouterr().out.splitlines()[-1].split()
+    assert row[0].endswith("c") and row[4] == "5" and row[-1] in ("0", "1", "2")  # IW images, active units
