@@ -14,8 +14,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import losses
-from . import models
+from . import losses, models
 from .checks import check_flag, check_images, check_labels, check_learning_rate, check_positive_int, check_seed  # noqa: F401
 from .data import Batches
 from .device import autocast, check_mixed_precision, choose_precision, default_device, grad_scaler, resolve_device  # noqa: F401
@@ -63,7 +62,8 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
     train_x = train_x.to(device)
     precision = choose_precision(device, model, train_x[:batch_size], mixed_precision).precision
     torch.manual_seed(seed)  # the reparameterization noise
-    batches = Batches(*([train_x] if labels is None else [train_x, labels.to(device)]), batch_size=batch_size, seed=seed)
+    tensors = [train_x] if labels is None else [train_x, labels.to(device)]  # (N, 784), and (N,) digits
+    batches = Batches(*tensors, batch_size=batch_size, seed=seed)  # one shuffle for both
     scaler = grad_scaler(device, precision)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999),
                                  fused=device.type in ("cpu", "cuda"))
