@@ -59,7 +59,7 @@ REGISTRY = {
     "convvae-l10-b1": Recipe(latent_dim=10, beta=1.0, description="conv VAE, L = 10 (07)", **CONV),
     "convvae-l10-b4": Recipe(latent_dim=10, beta=4.0, description="conv VAE, L = 10, beta = 4 (07)", **CONV),
     "vae-l20-b1": Recipe("vae", 20, 1.0, epochs=10, description="the pytorch/examples recipe"),
-    "cvae-l2-b1": Recipe("cvae", 2, 1.0, iw_images=1000,
+    "cvae-l2-b1": Recipe("cvae", 2, 1.0, seed=2, iw_images=1000,
                          description="conditional MLP VAE, told the digit (11)"),
     "vae-l50-bin": Recipe("vae", 50, 1.0, epochs=30, binarized=True, iw_k=5000, iw_images=2000,
                           description="MLP VAE on binarized MNIST, a true likelihood (03)"),
