@@ -48,6 +48,8 @@ def test_digits_and_one_hot_rows_are_the_same_condition_and_the_label_changes_th
     same_z = z[:1].expand(10, 2)  # one z, ten labels
     images = model.decode(same_z, digits)  # (10, 784)
     assert (images[1:] - images[0]).abs().amax(dim=1).min() > 1e-4  # every label decodes differently
+    half = 0.5 * (F.one_hot(torch.tensor([3]), 10) + F.one_hot(torch.tensor([8]), 10))  # (1, 10): half 3, half 8
+    assert torch.equal(models.one_hot(half), half.float())  # weights pass through as they are
     with pytest.raises(ValueError, match=r"labels must lie in 0..9"):
         model.decode(z, torch.full((10,), 10))
     with pytest.raises(ValueError, match=r"integer digits \(B,\) or weights \(B, 10\)"):
