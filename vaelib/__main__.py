@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from . import checkpoints, checks, data, files, registry, study, sweep, train
+from . import checkpoints, checks, data, files, models, registry, study, sweep, train
 
 
 class Parser(argparse.ArgumentParser):
@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "only once training succeeds), or a custom model with --model.")
     p.add_argument("names", nargs="*", help=f"registry names: {', '.join(registry.REGISTRY)}; or 'all'")
     p.add_argument("--missing", action="store_true", help="with 'all': only those without a valid checkpoint")
-    p.add_argument("--model", choices=["autoencoder", "vae", "conv_vae"], help="train a custom model")
+    p.add_argument("--model", choices=["autoencoder", "vae", "conv_vae", "cvae"], help="train a custom model")
     p.add_argument("--latent-dim", type=int, default=2)
     p.add_argument("--beta", type=float, default=1.0)
     p.add_argument("--epochs", type=int, default=20)
@@ -171,7 +171,8 @@ def cmd_evaluate(args) -> None:
         iw_images = args.iw_images
         if iw_images is None:
             iw_images = registry.REGISTRY[target].iw_images if target in registry.REGISTRY else len(test_x)
-        metrics = registry.test_metrics(model, test_x, iw_images, args.k, progress=True)
+        labels = data.load_mnist("test")[1] if models.is_conditional(model) else None  # a cvae reads the digits
+        metrics = registry.test_metrics(model, test_x, iw_images, args.k, progress=True, labels=labels)
         if args.save:
             sidecar["metrics"] = {**sidecar.get("metrics", {}), **metrics}
             checkpoints.write_sidecar(target, sidecar)

@@ -87,3 +87,15 @@ def check_images(name: str, x) -> torch.Tensor:
         raise ValueError(f"{name} must hold pixels in [0, 1], got values from {low:g} to {high:g}: "
                          f"divide by 255 (or rescale) first")
     return x
+
+
+def check_labels(name: str, y, count: int, num_classes: int = 10) -> torch.Tensor:
+    """Digit labels `y`: an integer tensor (N,) with N = `count` (one per image) and values in 0..num_classes-1."""
+    if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.ndim != 1:
+        raise ValueError(f"{name} must be an integer tensor (N,) of digits, one per image, got "
+                         f"{getattr(y, 'dtype', type(y).__name__)} {tuple(getattr(y, 'shape', ()))}")
+    if len(y) != count:
+        raise ValueError(f"{name} holds {len(y)} labels for {count} images: pass one label per image")
+    if count and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"{name} must hold digits 0..{num_classes - 1}, got {y.min().item()}..{y.max().item()}")
+    return y.long()

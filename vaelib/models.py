@@ -6,7 +6,9 @@ All three share one interface:
     decode(z)          z (B, L) -> x_hat (B, 784) in [0, 1]
     forward(x)         -> (logits (B, 784), mu, logvar)            (a VAE samples z on the way)
 
-Introduced in: 02_autoencoder (Autoencoder), 03_vae (VAE), 06_conv_vae (ConvVAE)
+The conditional VAE adds the digit label `y` to each: encode(x, y), decode_logits(z, y), forward(x, y).
+
+Introduced in: 02_autoencoder (Autoencoder), 03_vae (VAE), 06_conv_vae (ConvVAE), 11_conditional (ConditionalVAE)
 """
 from __future__ import annotations
 
@@ -209,11 +211,75 @@ class ConvVAE(nn.Module):
         return self.decode_logits(z), mu, logvar
 
 
-MODEL_KINDS = {"autoencoder": Autoencoder, "vae": VAE, "conv_vae": ConvVAE}
+def one_hot(y: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
+    """Labels as rows of weights over the classes: int labels (B,) -> one-hot (B, C); (B, C) passes as float.
+
+    A (B, C) input may be any weights (e.g. half "3", half "8"): the conditional VAE concatenates what it gets.
+    Introduced in: 11_conditional
+    """
+    if not isinstance(y, torch.Tensor):
+        raise ValueError(f"the labels must be a torch.Tensor, (B,) digits or (B, {num_classes}) weights, "
+                         f"got {type(y).__name__}")
+    if y.ndim == 1 and not y.is_floating_point():
+        if len(y) and (y.min() < 0 or y.max() >= num_classes):
+            raise ValueError(f"labels must lie in 0..{num_classes - 1}, got {y.min().item()}..{y.max().item()}")
+        return F.one_hot(y.long(), num_classes).float()  # (B,) -> (B, C)
+    if y.ndim == 2 and y.shape[1] == num_classes:
+        return y.float()  # (B, C)
+    raise ValueError(f"labels must be integer digits (B,) or weights (B, {num_classes}), got "
+                     f"{str(y.dtype)[6:]} {tuple(y.shape)}")
+
+
+class ConditionalVAE(nn.Module):
+    """The MLP VAE told the digit: the label's one-hot vector joins the encoder's and the decoder's input.
+
+    Encoder: [x (B, 784), y (B, 10)] -> (B, 794) -> 400 -> (mu, logvar) in R^L, that is q(z | x, y);
+    decoder: [z (B, L), y (B, 10)] -> (B, L + 10) -> 400 -> 784 logits, that is p(x | z, y); the prior
+    p(z) = N(0, I) stays the same for every label. Sohn, Lee and Yan (2015), "Learning Structured Output
+    Representation using Deep Conditional Generative Models"; Kingma, Rezende, Mohamed and Welling (2014),
+    "Semi-supervised Learning with Deep Generative Models" (model M2 with its labels observed).
+    `y`: digits (B,) or one-hot rows (B, 10) (`one_hot`). Introduced in: 11_conditional
+    """
+
+    def __init__(self, latent_dim: int = 2, hidden_dim: int = 400, activation: str = "relu", num_classes: int = 10):
+        super().__init__()
+        self.latent_dim = check_latent_dim(latent_dim)
+        self.num_classes = num_classes
+        self.encoder = nn.Sequential(nn.Linear(784 + num_classes, hidden_dim),
+                                     activation_layer(activation))  # (B, 794) -> (B, 400)
+        self.to_mu = nn.Linear(hidden_dim, latent_dim)  # (B, 400) -> (B, L)
+        self.to_logvar = nn.Linear(hidden_dim, latent_dim)  # (B, 400) -> (B, L)
+        self.decoder = nn.Sequential(
+            nn.Linear(latent_dim + num_classes, hidden_dim), nn.ReLU(),  # (B, L + 10) -> (B, 400)
+            nn.Linear(hidden_dim, 784),  # (B, 400) -> (B, 784) logits
+        )
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(torch.cat([x, one_hot(y, self.num_classes).to(x)], dim=1))  # (B, 794) -> (B, 400)
+        return self.to_mu(h), self.to_logvar(h)  # (B, L), (B, L)
+
+    def decode_logits(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.decoder(torch.cat([z, one_hot(y, self.num_classes).to(z)], dim=1))  # (B, L + 10) -> (B, 784)
+
+    def decode(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.decode_logits(z, y))  # (B, 784) in [0, 1]
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor):
+        mu, logvar = self.encode(x, y)
+        z = reparameterize(mu, logvar)  # (B, L)
+        return self.decode_logits(z, y), mu, logvar
+
+
+def is_conditional(model: nn.Module) -> bool:
+    """Whether `model` takes the digit label beside each image (a ConditionalVAE). Introduced in: 11_conditional"""
+    return isinstance(model, ConditionalVAE)
+
+
+MODEL_KINDS = {"autoencoder": Autoencoder, "vae": VAE, "conv_vae": ConvVAE, "cvae": ConditionalVAE}
 
 
 def build(kind: str, latent_dim: int = 2, activation: str = "relu", **options) -> nn.Module:
-    """A model by its kind name: 'autoencoder', 'vae' or 'conv_vae'; `options` go to its constructor."""
+    """A model by its kind name: 'autoencoder', 'vae', 'conv_vae' or 'cvae'; `options` go to its constructor."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}: choose one of {sorted(MODEL_KINDS)}")
     return MODEL_KINDS[kind](latent_dim=latent_dim, activation=activation, **options)

@@ -22,7 +22,7 @@ from .device import check_mixed_precision
 
 @dataclass(frozen=True)
 class Recipe:
-    kind: str  # 'autoencoder', 'vae' or 'conv_vae'
+    kind: str  # 'autoencoder', 'vae', 'conv_vae' or 'cvae' (trained with the digit labels)
     latent_dim: int
     beta: float
     epochs: int = 20  # the original's
@@ -70,6 +70,8 @@ REGISTRY = {
     "convvae-l10-b1": Recipe(latent_dim=10, beta=1.0, description="conv VAE, L = 10 (07)", **CONV),
     "convvae-l10-b4": Recipe(latent_dim=10, beta=4.0, description="conv VAE, L = 10, beta = 4 (07)", **CONV),
     "vae-l20-b1": Recipe("vae", 20, 1.0, epochs=10, description="the pytorch/examples recipe"),
+    "cvae-l2-b1": Recipe("cvae", 2, 1.0, seed=2, iw_images=1000,
+                         description="conditional MLP VAE, told the digit (11)"),
     "vae-l50-bin": Recipe("vae", 50, 1.0, epochs=200, batch_size=100, hidden_dim=512, hidden_layers=2, final_lr=1e-4,
                           binarized=True, iw_k=5000, iw_images=2000,
                           description="MLP VAE on binarized MNIST, a true likelihood (09)"),
@@ -100,23 +102,25 @@ def custom_recipe(kind: str = "vae", latent_dim: int = 2, beta: float = 1.0, epo
 
 
 def test_metrics(model: nn.Module, test_x: torch.Tensor, iw_images: int = 10_000, k: int = 1000,
-                 progress: bool = False) -> dict:
+                 progress: bool = False, labels: torch.Tensor | None = None) -> dict:
     """Negative ELBO (beta = 1) and its parts, the importance-weighted bound, and active units.
 
     All per image, in nats. The IW bound uses k samples on the first `iw_images` test images; the
-    negative ELBO on those same images is given beside it for comparison.
+    negative ELBO on those same images is given beside it for comparison. A conditional VAE needs the
+    test `labels` (N,); its numbers then bound -log p(x | y).
     """
-    metrics = train.evaluate(model, test_x, beta=1.0)
+    metrics = train.evaluate(model, test_x, beta=1.0, labels=labels)
     result = {"neg_elbo": metrics["loss"], "reconstruction": metrics["reconstruction"], "kl": metrics["kl"]}
     if isinstance(model, models.Autoencoder):
         return {**result, **code_collapse(model, test_x)}
     checks.check_positive_int("iw_images", iw_images)
     subset = test_x[:iw_images]
-    bound = train.importance_weighted_bound(model, subset, k=k, progress=progress)
+    subset_labels = None if labels is None else labels[:iw_images]
+    bound = train.importance_weighted_bound(model, subset, k=k, progress=progress, labels=subset_labels)
     result.update({
         "iw_nll": -bound.mean().item(), "iw_k": k, "iw_images": len(subset),
-        "neg_elbo_iw_images": train.evaluate(model, subset, beta=1.0)["loss"],
-        "active_units": train.active_units(model, test_x)[0],
+        "neg_elbo_iw_images": train.evaluate(model, subset, beta=1.0, labels=subset_labels)["loss"],
+        "active_units": train.active_units(model, test_x, labels=labels)[0],
     })
     return result
 
@@ -141,30 +145,37 @@ def test_images(binarized: bool = False) -> torch.Tensor:
 
 def train_recipe(spec: Recipe, train_subset: int | None = None, device=None, progress: bool = True,
                  compute_metrics: bool = True, iw_k: int | None = None) -> tuple[nn.Module, list, dict]:
-    """Build and train a model from `spec` on MNIST; returns (model, history, test metrics)."""
-    train_x, _ = data.load_mnist("train")
+    """Build and train a model from `spec` on MNIST; returns (model, history, test metrics).
+
+    A conditional recipe ('cvae') trains with the training labels and is scored with the test labels.
+    """
+    train_x, train_y = data.load_mnist("train")
     test_x = test_images(spec.binarized)
+    test_y = data.load_mnist("test")[1]
     if train_subset is not None:
         train.check_positive_int("train_subset", train_subset)
         if train_subset > len(train_x):
             raise ValueError(f"train_subset must be at most {len(train_x)}, the number of training images, "
                              f"got {train_subset} (None trains on all of them)")
-        train_x = train_x[:train_subset]
+        train_x, train_y = train_x[:train_subset], train_y[:train_subset]
     # A quick run on N training images also scores each epoch on the first N test images (the rows say
     # how many, as `test_images`): on a CPU, scoring all 10,000 would cost more than the training.
     epoch_test_x = test_x if train_subset is None else test_x[:train_subset]
     torch.manual_seed(spec.seed)
     model = models.build(spec.kind, spec.latent_dim, spec.activation, **spec.options())
+    conditional = models.is_conditional(model)
+    labels = dict(labels=train_y, test_labels=test_y[: len(epoch_test_x)]) if conditional else {}
     history = train.fit(model, train_x, epoch_test_x, epochs=spec.epochs, beta=spec.beta, lr=spec.lr,
                         batch_size=spec.batch_size, seed=spec.seed, device=device,
                         mixed_precision=spec.mixed_precision, progress=progress, binarize=spec.binarized,
-                        final_lr=spec.final_lr)
+                        final_lr=spec.final_lr, **labels)
     model.eval()
     if not compute_metrics:
         return model, history, {}
-    neg_elbo_fp32 = train.evaluate(model, test_x)["loss"]
+    test_labels = test_y if conditional else None
+    neg_elbo_fp32 = train.evaluate(model, test_x, labels=test_labels)["loss"]
     round_to_float16(model)  # the metrics describe the weights as they are stored
-    metrics = test_metrics(model, test_x, spec.iw_images, spec.iw_k if iw_k is None else iw_k, progress)
+    metrics = test_metrics(model, test_x, spec.iw_images, spec.iw_k if iw_k is None else iw_k, progress, test_labels)
     metrics["neg_elbo_fp32"] = neg_elbo_fp32
     return model, history, metrics
 

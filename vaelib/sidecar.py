@@ -18,7 +18,7 @@ CONFIG_KEYS = ("kind", "latent_dim", "beta", "activation", "epochs", "seed", "ba
 UNHASHED = ("metrics", "weights_file", "recipe_sha256")
 DTYPE_NAMES = ("float16", "bfloat16", "float32")
 OPTIONS = {"autoencoder": {"bottleneck_relu": bool, "hidden_dim": int}, "vae": {"hidden_dim": int, "hidden_layers": int},
-           "conv_vae": {"fast": bool}}  # the constructor options that a sidecar may set, and their types
+           "conv_vae": {"fast": bool}, "cvae": {"hidden_dim": int}}  # the constructor options that a sidecar may set, and their types
 
 
 class CheckpointError(ValueError):

@@ -1,7 +1,9 @@
 """Training and evaluation: Adam, a progress bar, a per-epoch history, and the test metrics.
 
+Each test metric takes `labels` (N,) for a conditional VAE, which reads the digit beside each image.
+
 Introduced in: 02_autoencoder (fit), 03_vae (evaluate), 04_beta (importance-weighted bound, active units),
-09_loss (the ELBO of any Gaussian q, and q refined per image)
+09_loss (the ELBO of any Gaussian q, and q refined per image), 11_conditional (labels)
 """
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import losses
-from .checks import check_flag, check_images, check_learning_rate, check_number, check_positive_int, check_seed  # noqa: F401
+from . import losses, models
+from .checks import check_flag, check_images, check_labels, check_learning_rate, check_number, check_positive_int, check_seed  # noqa: F401
 from .data import Batches
 from .device import autocast, check_mixed_precision, choose_precision, default_device, grad_scaler, resolve_device  # noqa: F401
 
@@ -28,7 +30,8 @@ class TrainingDiverged(RuntimeError):
 def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = None, *,
         epochs: int = 20, beta: float = 1.0, lr: float = 1e-3, batch_size: int = 128, seed: int = 0,
         device: str | torch.device | None = None, mixed_precision: bool | str = False,
-        progress: bool = True, binarize: bool = False, final_lr: float | None = None) -> list[dict]:
+        progress: bool = True, binarize: bool = False, final_lr: float | None = None,
+        labels: torch.Tensor | None = None, test_labels: torch.Tensor | None = None) -> list[dict]:
     """Train `model` on `train_x` (N, 784) with Adam and the loss BCE + beta * KL.
 
     Returns the history: one dict per epoch with the per-image train loss and its two parts, and the
@@ -39,7 +42,8 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
     last epoch (each history row records its `lr`); None keeps it constant.
     `mixed_precision="auto"` runs the forward pass under bfloat16 autocast where that is faster on this
     machine (`device.choose_precision` says what it picks and why), keeping float32 weights; True forces
-    bfloat16, False float32. Each history row records the precision as `precision`.
+    bfloat16, False float32. Each history row records the precision as `precision`. A conditional VAE
+    trains on `labels` (N,), batched with the images (and scores on `test_labels`).
 
     Introduced in: 02_autoencoder
     """
@@ -47,6 +51,8 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
     train_x = check_images("train_x", train_x)
     if test_x is not None:
         test_x = check_images("test_x", test_x)
+    labels = conditions(model, labels, len(train_x), "labels")
+    test_labels = conditions(model, test_labels, len(test_x), "test_labels") if test_x is not None else None
     check_positive_int("epochs", epochs, minimum=0)
     check_positive_int("batch_size", batch_size)
     check_seed(seed)
@@ -59,7 +65,8 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
     train_x = train_x.to(device)
     precision = choose_precision(device, model, train_x[:batch_size], mixed_precision).precision
     torch.manual_seed(seed)  # the reparameterization noise
-    batches = Batches(train_x, batch_size=batch_size, seed=seed)
+    tensors = [train_x] if labels is None else [train_x, labels.to(device)]  # (N, 784), and (N,) digits
+    batches = Batches(*tensors, batch_size=batch_size, seed=seed)  # one shuffle for both
     scaler = grad_scaler(device, precision)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999),
                                  fused=device.type in ("cpu", "cuda"))
@@ -73,11 +80,12 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
             group["lr"] = epoch_lr
         start = time.perf_counter()
         sums = torch.zeros(3, dtype=torch.float64)
-        for batch_index, x in enumerate(batches, start=1):
+        for batch_index, batch in enumerate(batches, start=1):
+            x, y = (batch, ()) if labels is None else (batch[0], batch[1:])  # y: (B,) digits, or nothing
             if binarize:
                 x = torch.bernoulli(x)  # (B, 784) in {0, 1}, a fresh draw every time
             with autocast(device, precision):
-                logits, mu, logvar = model(x)
+                logits, mu, logvar = model(x, *y)
             parts = losses.vae_loss(logits, x, mu, logvar, beta)
             values = torch.stack([p.detach() for p in parts]).double().cpu()  # (3,)
             if not torch.isfinite(values).all():
@@ -97,7 +105,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
         row = {"epoch": epoch, "seconds": time.perf_counter() - start, "precision": precision, "lr": epoch_lr}
         row.update(zip(("train_loss", "train_reconstruction", "train_kl"), (sums / len(train_x)).tolist()))
         if test_x is not None:
-            metrics = evaluate(model, test_x, beta=beta, seed=seed, precision=precision)
+            metrics = evaluate(model, test_x, beta=beta, seed=seed, precision=precision, labels=test_labels)
             row.update({f"test_{key}": value for key, value in metrics.items()}, test_images=len(test_x))
         history.append(row)
     bar.close()
@@ -118,13 +126,15 @@ def format_history(history: list[dict]) -> str:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, beta: float = 1.0, batch_size: int = 1000, seed: int = 0,
-             precision: str = "float32") -> dict:
+             precision: str = "float32", labels: torch.Tensor | None = None) -> dict:
     """Per-image test loss (BCE + beta * KL) and its parts, with one z sampled per image.
 
     With beta = 1, `loss` is the negative ELBO in nats: an upper bound on -log p(x) of the model's Bernoulli
     decoder, which is a probability only for binary images (see `losses.binary_entropy_floor`). The sampling
-    uses its own seed and leaves the global random state as it was.
+    uses its own seed and leaves the global random state as it was. A conditional VAE needs `labels` (N,):
+    its `loss` then bounds -log p(x | y).
     """
+    labels = conditions(model, labels, len(x))
     device = next(model.parameters()).device
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64)
@@ -133,7 +143,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, beta: float = 1.0, batch_size: i
         for start in range(0, len(x), batch_size):
             batch = x[start : start + batch_size].to(device)
             with autocast(device, precision):
-                logits, mu, logvar = model(batch)
+                logits, mu, logvar = model(batch, *_rows(labels, start, batch_size, device))
             sums += torch.stack([p for p in losses.vae_loss(logits, batch, mu, logvar, beta)]).double().cpu()
     return dict(zip(("loss", "reconstruction", "kl"), (sums / len(x)).tolist()))
 
@@ -146,15 +156,18 @@ def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torc
 @torch.no_grad()
 def importance_weighted_bound(model: nn.Module, x: torch.Tensor, k: int = 1000, seed: int = 0,
                               images_per_chunk: int | None = None, decode_batch: int = 8192,
-                              progress: bool = False, posterior: tuple | None = None) -> torch.Tensor:
+                              progress: bool = False, posterior: tuple | None = None,
+                              labels: torch.Tensor | None = None) -> torch.Tensor:
     """log p(x) >= log (1/k) sum_i p(x, z_i) / q(z_i | x), z_i ~ q(z | x), per image.  (N, 784) -> (N,)
 
     Burda, Grosse and Salakhutdinov, "Importance Weighted Autoencoders" (2016), eq. 8. With k = 1 it is
     the ELBO; it tightens as k grows. Computed with log-sum-exp, in chunks of images. q is the encoder's,
     or the Gaussians `posterior = (mu, logvar)`, each (N, L), when given (`refine_posterior`'s).
+    A conditional VAE needs `labels` (N,), and bounds log p(x | y): every term is conditioned on the label.
     Introduced in: 04_beta
     """
     check_positive_int("k", k, maximum=MAX_K)
+    labels = conditions(model, labels, len(x))
     device = next(model.parameters()).device
     model.eval()
     chunk = images_per_chunk or max(1, decode_batch // k)
@@ -163,15 +176,18 @@ def importance_weighted_bound(model: nn.Module, x: torch.Tensor, k: int = 1000, 
         torch.manual_seed(seed)
         for start in tqdm(range(0, len(x), chunk), desc="IW bound", disable=not progress):
             batch = x[start : start + chunk].to(device)  # (b, 784)
+            y = _rows(labels, start, chunk, device)  # ((b,),) for a conditional VAE, else ()
             if posterior is None:
-                mu, logvar = model.encode(batch)  # (b, L)
+                mu, logvar = model.encode(batch, *y)  # (b, L)
             else:
                 mu, logvar = (p[start : start + chunk].to(device) for p in posterior)  # (b, L)
             if logvar is None:
                 raise ValueError("the importance-weighted bound needs a VAE: this model has no logvar")
             z = mu + torch.randn(k, *mu.shape, device=device) * (0.5 * logvar).exp()  # (k, b, L)
             flat_z = z.reshape(-1, z.shape[-1])  # (k*b, L)
-            logits = torch.cat([model.decode_logits(part) for part in flat_z.split(decode_batch)])
+            flat_y = y[0].repeat(k) if y else None  # (k*b,): the label of each z's image, in z's order
+            logits = torch.cat([model.decode_logits(flat_z[i : i + decode_batch], *_rows(flat_y, i, decode_batch, device))
+                                for i in range(0, len(flat_z), decode_batch)])
             logits = logits.view(k, len(batch), 784)  # (k, b, 784)
             log_px_z = -torch.nn.functional.binary_cross_entropy_with_logits(
                 logits, batch.expand_as(logits), reduction="none").sum(-1)  # (k, b)
@@ -236,19 +252,45 @@ def refine_posterior(model: nn.Module, x: torch.Tensor, steps: int = 300, lr: fl
 @torch.no_grad()
 def encode_dataset(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None,
                    batch_size: int = 2000) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The latent means `mu` (N, L) of every image (the autoencoder: its code), with the labels."""
+    """The latent means `mu` (N, L) of every image (the autoencoder: its code), with the labels.
+
+    A conditional VAE encodes each image with its label `y`: q(z | x, y).
+    """
+    condition = conditions(model, y, len(x), "y")
     device = next(model.parameters()).device
     model.eval()
-    mus = [model.encode(x[s : s + batch_size].to(device))[0].cpu() for s in range(0, len(x), batch_size)]
+    mus = [model.encode(x[s : s + batch_size].to(device), *_rows(condition, s, batch_size, device))[0].cpu()
+           for s in range(0, len(x), batch_size)]
     return torch.cat(mus), y
 
 
 @torch.no_grad()
-def active_units(model: nn.Module, x: torch.Tensor, threshold: float = 0.01) -> tuple[int, torch.Tensor]:
+def active_units(model: nn.Module, x: torch.Tensor, threshold: float = 0.01,
+                 labels: torch.Tensor | None = None) -> tuple[int, torch.Tensor]:
     """Units u whose Var_x(E_q[z_u | x]) exceeds `threshold` (Burda et al. 2016, section 5.2).
 
-    Returns the count and the per-unit variances (L,). Introduced in: 04_beta
+    Returns the count and the per-unit variances (L,). A conditional VAE needs `labels` (N,).
+    Introduced in: 04_beta
     """
-    mu, _ = encode_dataset(model, x)  # (N, L)
+    mu, _ = encode_dataset(model, x, labels)  # (N, L)
     variance = mu.double().var(dim=0)  # (L,)
     return int((variance > threshold).sum()), variance.float()
+
+
+def conditions(model: nn.Module, labels: torch.Tensor | None, count: int, name: str = "labels") -> torch.Tensor | None:
+    """`labels` checked for `model`: (N,) digits for a conditional VAE, which needs them; None for any other.
+
+    Introduced in: 11_conditional
+    """
+    if not models.is_conditional(model):
+        if labels is not None and name != "y":  # encode_dataset's y is only passed through
+            raise ValueError(f"{name} were given, but a {type(model).__name__} does not read labels: leave them out")
+        return None
+    if labels is None:
+        raise ValueError(f"a {type(model).__name__} reads the digit beside each image: pass {name}= (N,) digits")
+    return check_labels(name, labels, count, model.num_classes)
+
+
+def _rows(labels: torch.Tensor | None, start: int, size: int, device) -> tuple:
+    """(labels[start : start + size] on `device`,) to pass after the images, or () when there are none."""
+    return () if labels is None else (labels[start : start + size].to(device),)
