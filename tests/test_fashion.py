@@ -90,3 +90,10 @@ def test_a_fashion_study_records_its_dataset(tmp_path):
     record = json.loads((table.parent / "seed-0-metrics.json").read_text())
     assert record["config"]["dataset"] == "fashion-mnist"
     assert checkpoints.read_sidecar(table.parent / "seed-0")["dataset"] == "fashion-mnist"
+
+
+def test_the_shipped_fashion_model_reproduces_its_metrics_on_fashion_test_images(fashion_test, mnist_test):
+    model, sidecar = checkpoints.load(NAME, expected=registry.recipe(NAME).expected())
+    assert registry.dataset_of(sidecar) == "fashion-mnist"
+    assert train.evaluate(model, fashion_test[0])["loss"] == pytest.approx(sidecar["metrics"]["neg_elbo"], abs=1e-3)
+    assert abs(train.evaluate(model, mnist_test[0])["loss"] - sidecar["metrics"]["neg_elbo"]) > 5
