@@ -68,3 +68,14 @@ def test_binary_entropy_floor_is_the_bce_of_the_images_against_themselves_and_it
         p = (x + 0.05 * torch.randn_like(x)).clamp(1e-4, 1 - 1e-4)
         assert all(losses.bce(p[i:i + 1], x[i:i + 1]) > floor[i] for i in range(len(x)))  # per image
     assert losses.binary_entropy_floor((x > 0.5).float()).abs().max() == 0  # binary images: the floor is 0
+
+
+def test_bits_per_dim_divides_by_the_pixels_and_ln_2():
+    # A fair coin per pixel: -log2 p(x) is exactly 1 bit per pixel, whatever the binary image.
+    x = (torch.rand(3, 784) < 0.5).float()
+    nats = -D.Bernoulli(probs=torch.full_like(x, 0.5)).log_prob(x).sum(1)  # (3,) nats per image
+    assert torch.allclose(losses.bits_per_dim(nats), torch.ones(3), atol=1e-6)
+    assert math.isclose(losses.bits_per_dim(math.log(2) * 10, dims=10), 1.0)
+    assert math.isclose(losses.bits_per_dim(86.76), 86.76 / math.log(2) / 784)
+    with pytest.raises(ValueError, match="dims must be a positive number of pixels"):
+        losses.bits_per_dim(1.0, dims=0)

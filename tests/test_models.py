@@ -153,3 +153,16 @@ def test_latent_grid_is_the_originals():
     assert torch.allclose(grid[0], torch.tensor([-3.0, -3.0])) and torch.allclose(grid[-1], torch.tensor([3.0, 3.0]))
     assert torch.allclose(grid[1], torch.tensor([-3.0, -2.7]))  # columns walk z2 in steps of 0.3
     assert torch.allclose(grid[21], torch.tensor([-2.7, -3.0]))  # rows walk z1
+
+
+def test_deeper_mlp_vae_stacks_hidden_layers_and_keeps_the_one_layer_names():
+    deep = models.VAE(latent_dim=50, hidden_dim=64, hidden_layers=2)
+    sizes = [(m.in_features, m.out_features) for m in deep.modules() if isinstance(m, nn.Linear)]
+    assert sizes == [(784, 64), (64, 64), (64, 50), (64, 50), (50, 64), (64, 64), (64, 784)]
+    assert models.count_parameters(deep) == (784 * 64 + 64) + (64 * 64 + 64) + 2 * (64 * 50 + 50) \
+        + (50 * 64 + 64) + (64 * 64 + 64) + (64 * 784 + 784)
+    one_layer_names = ["encoder.0.weight", "encoder.0.bias", "to_mu.weight", "to_mu.bias", "to_logvar.weight",
+                       "to_logvar.bias", "decoder.0.weight", "decoder.0.bias", "decoder.2.weight", "decoder.2.bias"]
+    assert list(models.VAE(latent_dim=2).state_dict()) == one_layer_names  # shipped checkpoints still load
+    with pytest.raises(ValueError, match="hidden_layers must be an integer >= 1"):
+        models.VAE(hidden_layers=0)

@@ -202,3 +202,85 @@ def test_trained_precision_reads_the_history_and_knows_old_checkpoints():
 
     _, sidecar = checkpoints.load("convvae-l2-b1")  # shipped conv VAE: trained in bfloat16 autocast
     assert registry.trained_precision(sidecar["history"], sidecar.get("mixed_precision")) == "bfloat16"
+
+
+def test_final_lr_decays_the_learning_rate_geometrically_to_its_value(small):
+    model, history = fit_small(*small, epochs=3, lr=1e-3, final_lr=1e-4)
+    lrs = [row["lr"] for row in history]
+    assert lrs == pytest.approx([1e-3, 1e-3 * 0.1 ** 0.5, 1e-4])
+    _, constant = fit_small(*small, epochs=2, lr=2e-3)
+    assert [row["lr"] for row in constant] == [2e-3, 2e-3]
+    with pytest.raises(ValueError, match="final_lr must be a finite number > 0, got -1"):
+        fit_small(*small, epochs=1, final_lr=-1.0)
+
+
+def test_a_deeper_or_decaying_recipe_records_it_and_the_shipped_recipes_do_not():
+    import dataclasses
+
+    spec = registry.recipe("vae-l2-b1")
+    assert spec.config()["options"] == {} and "final_lr" not in spec.config()
+    deeper = dataclasses.replace(spec, hidden_dim=512, hidden_layers=2, final_lr=1e-4).config()
+    assert deeper["options"] == {"hidden_dim": 512, "hidden_layers": 2} and deeper["final_lr"] == 1e-4
+
+
+def test_elbo_matches_torch_distributions_for_a_given_q(small):
+    model, _ = fit_small(*small, epochs=1)
+    x = small[1][:16]
+    with torch.no_grad():
+        mu, logvar = model.encode(x)  # (16, 2)
+        # A q of width ~0: E_q[log p(x | z)] is log p(x | mu), exactly.
+        narrow = torch.full_like(logvar, -30.0)
+        mine = train.elbo(model, x, mu, narrow, samples=3)
+        q = D.Normal(mu, (0.5 * narrow).exp())
+        reference = (D.Bernoulli(logits=model.decode_logits(mu), validate_args=False).log_prob(x).sum(-1)
+                     - D.kl_divergence(q, D.Normal(0.0, 1.0)).sum(-1))
+        assert mine.shape == (16,) and torch.allclose(mine, reference, rtol=1e-4, atol=1e-2)
+        # The encoder's own q, many samples: a Monte Carlo estimate of the same expectation as torch's.
+        q = D.Normal(mu, (0.5 * logvar).exp())
+        torch.manual_seed(3)
+        z = q.sample((2000,))  # (2000, 16, 2)
+        log_px_z = D.Bernoulli(logits=model.decode_logits(z), validate_args=False).log_prob(x).sum(-1).mean(0)  # (16,)
+        reference = log_px_z - D.kl_divergence(q, D.Normal(0.0, 1.0)).sum(-1)
+        difference = train.elbo(model, x, samples=2000) - reference  # (16,): two estimates' sampling noise
+        assert difference.abs().max() < 2.0 and difference.mean().abs() < 0.3
+        # beta weighs the KL; the mean over images is minus the -ELBO of train.evaluate, up to sampling noise
+        kl = D.kl_divergence(q, D.Normal(0.0, 1.0)).sum(-1)
+        assert torch.allclose(train.elbo(model, x, beta=4.0) - train.elbo(model, x, beta=1.0), -3 * kl, atol=1e-3)
+        assert abs(train.elbo(model, small[1], samples=20).mean().item() + train.evaluate(model, small[1])["loss"]) < 1.0
+
+
+def test_refine_posterior_raises_each_images_elbo_and_leaves_the_model_alone(small):
+    model, _ = fit_small(*small, epochs=1)
+    x = small[1][:32]
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    mu0, logvar0 = train.refine_posterior(model, x, steps=0)
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip((mu0, logvar0), model.encode(x)))  # no step: the encoder's q
+    mu, logvar = train.refine_posterior(model, x, steps=100, lr=0.05, samples=4)
+    assert all(torch.equal(value, model.state_dict()[key]) for key, value in before.items())  # decoder frozen
+    assert all(p.requires_grad for p in model.parameters())  # and trainable again afterwards
+    with torch.no_grad():
+        fitted = train.elbo(model, x, mu, logvar, samples=200, seed=9)
+        encoder = train.elbo(model, x, samples=200, seed=9)
+    assert fitted.mean() > encoder.mean() and (fitted > encoder - 0.5).float().mean() > 0.9
+    # An independent upper limit: log p(x) of this 2-D model, summed on a grid, is above every ELBO.
+    axis = torch.arange(-6, 6.001, 0.05)
+    z = torch.cartesian_prod(axis, axis)  # (G, 2)
+    with torch.no_grad():
+        decoder = D.Bernoulli(logits=model.decode_logits(z), validate_args=False)  # (G, 784)
+        log_pz = D.Normal(0.0, 1.0).log_prob(z).sum(-1)  # (G,)
+        log_px = torch.stack([torch.logsumexp(decoder.log_prob(image).sum(-1) + log_pz, 0) for image in x[:8]])
+    log_px = log_px + 2 * math.log(0.05)  # (8,)
+    assert (fitted[:8] < log_px + 0.05).all()
+
+
+def test_iw_bound_takes_a_posterior_of_our_choice(small):
+    model, _ = fit_small(*small, epochs=1)
+    x = small[1][:10]
+    with torch.no_grad():
+        mu, logvar = model.encode(x)
+    own = train.importance_weighted_bound(model, x, k=50)
+    given = train.importance_weighted_bound(model, x, k=50, posterior=(mu, logvar))
+    assert torch.equal(own, given)  # the encoder's q, handed in: the same draws, the same bound
+    shifted = train.importance_weighted_bound(model, x, k=50, posterior=(mu + 3.0, logvar))
+    assert shifted.mean() < own.mean() - 1  # a q far from the posterior: a much looser bound

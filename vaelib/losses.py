@@ -5,6 +5,7 @@ value. Introduced in: 03_vae
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -68,3 +69,15 @@ def binary_entropy_floor(x: torch.Tensor) -> torch.Tensor:
     x = x.flatten(1).double()
     entropy = -(torch.special.xlogy(x, x) + torch.special.xlogy(1 - x, 1 - x))  # (B, 784), 0 at 0 and 1
     return entropy.sum(dim=1).float()
+
+
+def bits_per_dim(nats_per_image, dims: int = 784):
+    """Nats per image -> bits per pixel: divide by dims * ln 2 (a float or a tensor, elementwise).
+
+    A nat is the unit of a natural logarithm; one bit is ln 2 = 0.693 nats. Dividing a -log p(x) of a
+    whole image by its number of pixels makes models of images of different sizes comparable (the
+    literature's "bits/dim"). Introduced in: 09_loss
+    """
+    if dims <= 0:
+        raise ValueError(f"dims must be a positive number of pixels, got {dims}")
+    return nats_per_image / (dims * math.log(2))

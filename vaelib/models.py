@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_latent_dim  # noqa: F401  (its home is checks.py)
+from .checks import check_latent_dim, check_positive_int  # noqa: F401  (check_latent_dim: its home is checks.py)
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -75,19 +75,25 @@ class Autoencoder(nn.Module):
 class VAE(nn.Module):
     """The MLP VAE: 784 -> 400 -> (mu, logvar) in R^L, then L -> 400 -> 784.
 
+    `hidden_layers` stacks more hidden layers of `hidden_dim` units on each side (784 -> H -> H -> ...):
+    the binarized-MNIST model of chapter 9 uses two, as Burda et al. (2016) do.
+
     Introduced in: 03_vae
     """
 
-    def __init__(self, latent_dim: int = 2, hidden_dim: int = 400, activation: str = "relu"):
+    def __init__(self, latent_dim: int = 2, hidden_dim: int = 400, activation: str = "relu", hidden_layers: int = 1):
         super().__init__()
         self.latent_dim = check_latent_dim(latent_dim)
-        self.encoder = nn.Sequential(nn.Linear(784, hidden_dim), activation_layer(activation))  # (B, 784) -> (B, 400)
-        self.to_mu = nn.Linear(hidden_dim, latent_dim)  # (B, 400) -> (B, L)
-        self.to_logvar = nn.Linear(hidden_dim, latent_dim)  # (B, 400) -> (B, L)
-        self.decoder = nn.Sequential(
-            nn.Linear(latent_dim, hidden_dim), nn.ReLU(),  # (B, L) -> (B, 400)
-            nn.Linear(hidden_dim, 784),  # (B, 400) -> (B, 784) logits
-        )
+        check_positive_int("hidden_layers", hidden_layers, maximum=8)
+        encoder = [nn.Linear(784, hidden_dim), activation_layer(activation)]  # (B, 784) -> (B, H)
+        decoder = [nn.Linear(latent_dim, hidden_dim), nn.ReLU()]  # (B, L) -> (B, H)
+        for _ in range(hidden_layers - 1):
+            encoder += [nn.Linear(hidden_dim, hidden_dim), activation_layer(activation)]  # (B, H) -> (B, H)
+            decoder += [nn.Linear(hidden_dim, hidden_dim), nn.ReLU()]  # (B, H) -> (B, H)
+        self.encoder = nn.Sequential(*encoder)
+        self.to_mu = nn.Linear(hidden_dim, latent_dim)  # (B, H) -> (B, L)
+        self.to_logvar = nn.Linear(hidden_dim, latent_dim)  # (B, H) -> (B, L)
+        self.decoder = nn.Sequential(*decoder, nn.Linear(hidden_dim, 784))  # ... -> (B, 784) logits
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x)  # (B, 400)

@@ -36,22 +36,35 @@ class Recipe:
     bottleneck_relu: bool = True  # the autoencoder only: the original's ReLU on the code
     binarized: bool = False  # trained on dynamically binarized MNIST, scored on the test set binarized once
     iw_k: int = 1000  # importance samples of the IW bound in the test metrics
+    hidden_dim: int = 400  # the MLP VAE's hidden width
+    hidden_layers: int = 1  # the MLP VAE's hidden layers per side
+    final_lr: float | None = None  # the learning rate decays exponentially to this by the last epoch
     dataset: str = "mnist"  # trained and scored on this dataset's images (data.DATASETS): 12_collection
 
     def config(self) -> dict:
         config = {key: getattr(self, key) for key in checkpoints.CONFIG_KEYS}
-        return {**config, "options": self.options(), **({"binarized": True} if self.binarized else {}),
-                **({"dataset": self.dataset} if self.dataset != "mnist" else {})}
+        extra = {"binarized": True} if self.binarized else {}  # recorded only where set: older sidecars stay valid
+        if self.final_lr is not None:
+            extra["final_lr"] = self.final_lr
+        if self.dataset != "mnist":
+            extra["dataset"] = self.dataset
+        return {**config, "options": self.options(), **extra}
 
     def expected(self) -> dict:
-        """What a checkpoint of this recipe must record: its config, and no dataset or binarization other than
-        its own (a sidecar without the key is plain grey-level MNIST). Introduced in: 12_collection"""
+        """What a checkpoint of this recipe must record: its config, and no dataset, binarization or learning-rate
+        decay other than its own (a sidecar without the key has none: grey-level MNIST, a constant rate).
+        Introduced in: 12_collection"""
         config = self.config()
-        return {**config, "binarized": config.get("binarized"), "dataset": config.get("dataset")}
+        return {**config, **{key: config.get(key) for key in ("binarized", "final_lr", "dataset")}}
 
     def options(self) -> dict:
-        """Model options beyond kind, size and activation."""
-        return {"bottleneck_relu": self.bottleneck_relu} if self.kind == "autoencoder" else {}
+        """Model options beyond kind, size and activation (the MLP VAE's only where not the default)."""
+        if self.kind == "autoencoder":
+            return {"bottleneck_relu": self.bottleneck_relu}
+        if self.kind == "vae":
+            return {key: getattr(self, key) for key, default in (("hidden_dim", 400), ("hidden_layers", 1))
+                    if getattr(self, key) != default}
+        return {}
 
 
 CONV = dict(kind="conv_vae", mixed_precision="auto", iw_images=500)
@@ -166,7 +179,8 @@ def train_recipe(spec: Recipe, train_subset: int | None = None, device=None, pro
     model = models.build(spec.kind, spec.latent_dim, spec.activation, **spec.options())
     history = train.fit(model, train_x, epoch_test_x, epochs=spec.epochs, beta=spec.beta, lr=spec.lr,
                         batch_size=spec.batch_size, seed=spec.seed, device=device,
-                        mixed_precision=spec.mixed_precision, progress=progress, binarize=spec.binarized)
+                        mixed_precision=spec.mixed_precision, progress=progress, binarize=spec.binarized,
+                        final_lr=spec.final_lr)
     model.eval()
     if not compute_metrics:
         return model, history, {}

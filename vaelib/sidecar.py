@@ -17,7 +17,7 @@ from . import checks, models
 CONFIG_KEYS = ("kind", "latent_dim", "beta", "activation", "epochs", "seed", "batch_size", "lr")
 UNHASHED = ("metrics", "weights_file", "recipe_sha256")
 DTYPE_NAMES = ("float16", "bfloat16", "float32")
-OPTIONS = {"autoencoder": {"bottleneck_relu": bool, "hidden_dim": int}, "vae": {"hidden_dim": int},
+OPTIONS = {"autoencoder": {"bottleneck_relu": bool, "hidden_dim": int}, "vae": {"hidden_dim": int, "hidden_layers": int},
            "conv_vae": {"fast": bool}}  # the constructor options that a sidecar may set, and their types
 
 
@@ -58,6 +58,8 @@ def _check_fields(sidecar) -> None:
                              f"{', '.join(f'{k} ({t.__name__})' for k, t in allowed.items())}")
     if "hidden_dim" in options:
         checks.check_positive_int("hidden_dim", options["hidden_dim"], maximum=checks.MAX_LATENT_DIM)
+    if "hidden_layers" in options:
+        checks.check_positive_int("hidden_layers", options["hidden_layers"], maximum=8)
     if sidecar["dtype"] not in DTYPE_NAMES:
         raise ValueError(f"dtype must be one of {DTYPE_NAMES}, got {sidecar['dtype']!r:.60}")
     name = sidecar["weights_file"]

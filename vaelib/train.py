@@ -1,6 +1,7 @@
 """Training and evaluation: Adam, a progress bar, a per-epoch history, and the test metrics.
 
-Introduced in: 02_autoencoder (fit), 03_vae (evaluate), 04_beta (importance-weighted bound, active units)
+Introduced in: 02_autoencoder (fit), 03_vae (evaluate), 04_beta (importance-weighted bound, active units),
+09_loss (the ELBO of any Gaussian q, and q refined per image)
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import losses
-from .checks import check_flag, check_images, check_learning_rate, check_positive_int, check_seed  # noqa: F401
+from .checks import check_flag, check_images, check_learning_rate, check_number, check_positive_int, check_seed  # noqa: F401
 from .data import Batches
 from .device import autocast, check_mixed_precision, choose_precision, default_device, grad_scaler, resolve_device  # noqa: F401
 
@@ -27,13 +28,15 @@ class TrainingDiverged(RuntimeError):
 def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = None, *,
         epochs: int = 20, beta: float = 1.0, lr: float = 1e-3, batch_size: int = 128, seed: int = 0,
         device: str | torch.device | None = None, mixed_precision: bool | str = False,
-        progress: bool = True, binarize: bool = False) -> list[dict]:
+        progress: bool = True, binarize: bool = False, final_lr: float | None = None) -> list[dict]:
     """Train `model` on `train_x` (N, 784) with Adam and the loss BCE + beta * KL.
 
     Returns the history: one dict per epoch with the per-image train loss and its two parts, and the
     same on `test_x` when given. The same seed on the same machine gives the same history, bit for
     bit. A NaN or infinite loss stops training with `TrainingDiverged`. `binarize=True` trains on
     dynamically binarized images: each batch is drawn afresh as binary pixels (`data.binarize`).
+    `final_lr` lets the learning rate decay exponentially, epoch by epoch, from `lr` to `final_lr` in the
+    last epoch (each history row records its `lr`); None keeps it constant.
     `mixed_precision="auto"` runs the forward pass under bfloat16 autocast where that is faster on this
     machine (`device.choose_precision` says what it picks and why), keeping float32 weights; True forces
     bfloat16, False float32. Each history row records the precision as `precision`.
@@ -50,6 +53,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
     check_flag("binarize", binarize)
     beta = losses.check_beta(beta)
     lr = check_learning_rate(lr)
+    final_lr = lr if final_lr is None else check_number("final_lr", final_lr, 0.0, strict=True)
     device = resolve_device(device)
     model.to(device)
     train_x = train_x.to(device)
@@ -59,10 +63,14 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
     scaler = grad_scaler(device, precision)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.999),
                                  fused=device.type in ("cpu", "cuda"))
+    decay = (final_lr / lr) ** (1 / max(1, epochs - 1))  # per epoch: lr in epoch e is lr * decay^(e-1)
     history = []
     bar = tqdm(total=epochs * len(batches), desc="training", unit="batch", disable=not progress)
     for epoch in range(1, epochs + 1):
         model.train()
+        epoch_lr = lr * decay ** (epoch - 1)
+        for group in optimizer.param_groups:
+            group["lr"] = epoch_lr
         start = time.perf_counter()
         sums = torch.zeros(3, dtype=torch.float64)
         for batch_index, x in enumerate(batches, start=1):
@@ -86,7 +94,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
             bar.update(1)
             if batch_index % 20 == 0 or batch_index == len(batches):
                 bar.set_postfix(epoch=epoch, loss=f"{values[0].item() / len(x):.2f}", refresh=False)
-        row = {"epoch": epoch, "seconds": time.perf_counter() - start, "precision": precision}
+        row = {"epoch": epoch, "seconds": time.perf_counter() - start, "precision": precision, "lr": epoch_lr}
         row.update(zip(("train_loss", "train_reconstruction", "train_kl"), (sums / len(train_x)).tolist()))
         if test_x is not None:
             metrics = evaluate(model, test_x, beta=beta, seed=seed, precision=precision)
@@ -138,11 +146,12 @@ def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torc
 @torch.no_grad()
 def importance_weighted_bound(model: nn.Module, x: torch.Tensor, k: int = 1000, seed: int = 0,
                               images_per_chunk: int | None = None, decode_batch: int = 8192,
-                              progress: bool = False) -> torch.Tensor:
+                              progress: bool = False, posterior: tuple | None = None) -> torch.Tensor:
     """log p(x) >= log (1/k) sum_i p(x, z_i) / q(z_i | x), z_i ~ q(z | x), per image.  (N, 784) -> (N,)
 
     Burda, Grosse and Salakhutdinov, "Importance Weighted Autoencoders" (2016), eq. 8. With k = 1 it is
-    the ELBO; it tightens as k grows. Computed with log-sum-exp, in chunks of images.
+    the ELBO; it tightens as k grows. Computed with log-sum-exp, in chunks of images. q is the encoder's,
+    or the Gaussians `posterior = (mu, logvar)`, each (N, L), when given (`refine_posterior`'s).
     Introduced in: 04_beta
     """
     check_positive_int("k", k, maximum=MAX_K)
@@ -154,7 +163,10 @@ def importance_weighted_bound(model: nn.Module, x: torch.Tensor, k: int = 1000, 
         torch.manual_seed(seed)
         for start in tqdm(range(0, len(x), chunk), desc="IW bound", disable=not progress):
             batch = x[start : start + chunk].to(device)  # (b, 784)
-            mu, logvar = model.encode(batch)  # (b, L)
+            if posterior is None:
+                mu, logvar = model.encode(batch)  # (b, L)
+            else:
+                mu, logvar = (p[start : start + chunk].to(device) for p in posterior)  # (b, L)
             if logvar is None:
                 raise ValueError("the importance-weighted bound needs a VAE: this model has no logvar")
             z = mu + torch.randn(k, *mu.shape, device=device) * (0.5 * logvar).exp()  # (k, b, L)
@@ -168,6 +180,57 @@ def importance_weighted_bound(model: nn.Module, x: torch.Tensor, k: int = 1000, 
             log_w = log_px_z + log_pz - log_qz  # (k, b)
             bounds.append(torch.logsumexp(log_w, dim=0) - math.log(k))  # (b,)
     return torch.cat(bounds).cpu()
+
+
+def elbo(model: nn.Module, x: torch.Tensor, mu: torch.Tensor | None = None, logvar: torch.Tensor | None = None,
+         samples: int = 1, seed: int = 0, beta: float = 1.0) -> torch.Tensor:
+    """The ELBO of each image, E_q[log p(x | z)] - beta * KL(q || N(0, I)), in nats.  (N, 784) -> (N,)
+
+    q = N(mu, diag(exp(logvar))), each (N, L): the encoder's when not given. The expectation is a mean over
+    `samples` draws of z (reparameterized, so it has gradients with respect to mu and logvar); the KL is
+    exact. Uses its own seed and leaves the global random state as it was. Introduced in: 09_loss
+    """
+    check_positive_int("samples", samples)
+    if mu is None:
+        mu, logvar = model.encode(x)  # (N, L), (N, L)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        z = mu + torch.randn(samples, *mu.shape, device=mu.device) * (0.5 * logvar).exp()  # (S, N, L)
+    logits = model.decode_logits(z.reshape(-1, z.shape[-1])).view(samples, len(x), -1)  # (S, N, 784)
+    log_px_z = -torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, x.expand_as(logits), reduction="none").sum(-1).mean(0)  # (N,)
+    kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(-1)  # (N,), Kingma and Welling (2014), Appendix B
+    return log_px_z - beta * kl
+
+
+def refine_posterior(model: nn.Module, x: torch.Tensor, steps: int = 300, lr: float = 0.01, samples: int = 8,
+                     seed: int = 0, beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A Gaussian q of each image's own, fitted to its ELBO with the decoder frozen: (mu, logvar), (N, L) each.
+
+    Starts at the encoder's (mu, logvar) and takes `steps` Adam steps on the images' summed -ELBO
+    (`samples` draws of z per step; each image's q has its own parameters, so the images do not interact).
+    The ELBO gained over the encoder's q is the amortization gap of Cremer, Li and Duvenaud, "Inference
+    Suboptimality in Variational Autoencoders" (2018): what one network answering for every image loses
+    against the best Gaussian for each. Introduced in: 09_loss
+    """
+    check_positive_int("steps", steps, minimum=0)
+    model.eval()
+    with torch.no_grad():
+        mu, logvar = model.encode(x)  # (N, L), (N, L)
+    mu, logvar = mu.clone().requires_grad_(), logvar.clone().requires_grad_()
+    frozen = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        optimizer = torch.optim.Adam([mu, logvar], lr=check_learning_rate(lr))
+        for step in range(steps):
+            loss = -elbo(model, x, mu, logvar, samples=samples, seed=seed + 1 + step, beta=beta).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    finally:
+        for p, flag in zip(model.parameters(), frozen):
+            p.requires_grad_(flag)
+    return mu.detach(), logvar.detach()
 
 
 @torch.no_grad()
