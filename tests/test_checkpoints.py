@@ -157,7 +157,7 @@ def test_load_or_train_refuses_a_damaged_checkpoint(saved, monkeypatch):
 
 @pytest.mark.parametrize("name", list(registry.REGISTRY))
 def test_shipped_checkpoints_are_valid(name):
-    model, sidecar = checkpoints.load(name, expected=registry.recipe(name).config())
+    model, sidecar = checkpoints.load(name, expected=registry.recipe(name).expected())
     assert len(sidecar["history"]) == sidecar["epochs"]
     metrics = sidecar["metrics"]
     assert abs(metrics["neg_elbo"] - metrics["neg_elbo_fp32"]) < 0.2  # float16 storage costs < 0.2 nats
@@ -215,7 +215,7 @@ def test_a_studied_recipe_ships_its_median_seed(name):
     rows = study.load_table(shipping_study(name))
     median = study.median_seed(rows)
     assert registry.recipe(name).seed == median
-    _, sidecar = checkpoints.load(name, expected=registry.recipe(name).config())
+    _, sidecar = checkpoints.load(name, expected=registry.recipe(name).expected())
     assert sidecar["seed"] == median and sidecar["chosen"].startswith(f"seed {median}: of the study's seeds")
     row = next(row for row in rows if row["seed"] == median)
     assert sidecar["metrics"]["neg_elbo"] == pytest.approx(row["neg_elbo"], abs=0.005)  # the table's own run

@@ -159,15 +159,15 @@ def cmd_evaluate(args) -> None:
     checks.check_positive_int("--k", args.k, maximum=train.MAX_K)  # before anything is allocated
     if args.iw_images is not None:
         checks.check_positive_int("--iw-images", args.iw_images, maximum=10_000)  # the test set's size
-    test_sets = {}  # binarized -> the test images, each loaded once however many targets use it
+    test_sets = {}  # (dataset, binarized) -> the test images, each loaded once however many targets use it
     rows = []
     for target in targets:
-        model, sidecar = checkpoints.load(target, expected=registry.recipe(target).config()
+        model, sidecar = checkpoints.load(target, expected=registry.recipe(target).expected()
                                           if target in registry.REGISTRY else None)
-        binarized = bool(sidecar.get("binarized"))
-        if binarized not in test_sets:
-            test_sets[binarized] = registry.test_images(binarized)
-        test_x = test_sets[binarized]
+        key = (registry.dataset_of(sidecar), bool(sidecar.get("binarized")))  # each model on its own test set
+        if key not in test_sets:
+            test_sets[key] = registry.test_images(key[1], key[0])
+        test_x = test_sets[key]
         iw_images = args.iw_images
         if iw_images is None:
             iw_images = registry.REGISTRY[target].iw_images if target in registry.REGISTRY else len(test_x)
@@ -186,11 +186,12 @@ def cmd_list(args) -> None:
         state = registry.status(name)
         sidecar = checkpoints.read_sidecar(name) if state == "valid" else {}
         chosen = f"; seed {spec.seed}, its study's median" if "chosen" in sidecar else ""
+        scored_on = spec.dataset + (", binarized" if spec.binarized else "")  # its metrics' test set
         rows.append([name, state.split(":")[0]] + _row(name, sidecar.get("metrics", {}))[1:]
-                    + [spec.description + chosen])
+                    + [scored_on, spec.description + chosen])
         if state.startswith("invalid"):
             print(f"{name}: {state}", file=sys.stderr)
-    _print_table(["model", "status"] + HEADER[1:] + ["used in"], rows)
+    _print_table(["model", "status"] + HEADER[1:] + ["test set", "used in"], rows)
     from . import judge
     state = judge.status()
     accuracy = judge.load().record["metrics"].get("test_accuracy") if state == "valid" else None

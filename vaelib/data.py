@@ -70,6 +70,10 @@ DATASETS = {
     ),
 }
 
+# Fashion-MNIST's labels 0-9, as its authors name them (Xiao, Rasul and Vollgraf 2017). Introduced in: 12_collection
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
 SPLIT_PREFIX = {"train": "train", "test": "t10k"}
 MAX_DOWNLOAD = 64 * 2**20  # bytes; MNIST's largest file is 9.9 MB compressed
 SIZES = {"train-images-idx3-ubyte": 47_040_016, "train-labels-idx1-ubyte": 60_008,  # bytes, decompressed:

@@ -51,18 +51,22 @@ def show_reconstructions(model, x: torch.Tensor, ax=None, title: str | None = No
 
 
 def latent_scatter(mu: torch.Tensor, labels: torch.Tensor, ax=None, title: str | None = None,
-                   dims: tuple[int, int] = (0, 1), size: float = 2.0, legend: bool = True):
-    """The 2-D latent means (N, L) coloured by digit label, as in the original's scatter plot."""
+                   dims: tuple[int, int] = (0, 1), size: float = 2.0, legend: bool = True,
+                   class_names: tuple[str, ...] | None = None):
+    """The 2-D latent means (N, L) coloured by digit label, as in the original's scatter plot.
+
+    `class_names` names the labels 0-9 in the legend (Fashion-MNIST's garments: `data.FASHION_CLASSES`).
+    """
     ax = _axes(ax)
     mu, labels = mu.detach().cpu().numpy(), labels.cpu().numpy()
     for digit in range(10):
         chosen = labels == digit
         ax.scatter(mu[chosen, dims[0]], mu[chosen, dims[1]], s=size, color=DIGIT_COLORS(digit),
-                   label=str(digit), alpha=0.6, rasterized=True)
+                   label=class_names[digit] if class_names else str(digit), alpha=0.6, rasterized=True)
     ax.set_xlabel(f"z{dims[0] + 1}")  # the book's convention: the first coordinate across, the second up
     ax.set_ylabel(f"z{dims[1] + 1}")
     if legend:
-        ax.legend(markerscale=5, fontsize="small", loc="upper right", title="digit")
+        ax.legend(markerscale=5, fontsize="small", loc="upper right", title="class" if class_names else "digit")
     if title:
         ax.set_title(title)
     return ax

@@ -39,13 +39,23 @@ class Recipe:
     hidden_dim: int = 400  # the MLP VAE's hidden width
     hidden_layers: int = 1  # the MLP VAE's hidden layers per side
     final_lr: float | None = None  # the learning rate decays exponentially to this by the last epoch
+    dataset: str = "mnist"  # trained and scored on this dataset's images (data.DATASETS): 12_collection
 
     def config(self) -> dict:
         config = {key: getattr(self, key) for key in checkpoints.CONFIG_KEYS}
         extra = {"binarized": True} if self.binarized else {}  # recorded only where set: older sidecars stay valid
         if self.final_lr is not None:
             extra["final_lr"] = self.final_lr
+        if self.dataset != "mnist":
+            extra["dataset"] = self.dataset
         return {**config, "options": self.options(), **extra}
+
+    def expected(self) -> dict:
+        """What a checkpoint of this recipe must record: its config, and no dataset, binarization or learning-rate
+        decay other than its own (a sidecar without the key has none: grey-level MNIST, a constant rate).
+        Introduced in: 12_collection"""
+        config = self.config()
+        return {**config, **{key: config.get(key) for key in ("binarized", "final_lr", "dataset")}}
 
     def options(self) -> dict:
         """Model options beyond kind, size and activation (the MLP VAE's only where not the default)."""
@@ -75,6 +85,8 @@ REGISTRY = {
     "vae-l50-bin": Recipe("vae", 50, 1.0, epochs=200, batch_size=100, hidden_dim=512, hidden_layers=2, final_lr=1e-4,
                           binarized=True, iw_k=5000, iw_images=2000,
                           description="MLP VAE on binarized MNIST, a true likelihood (09)"),
+    "vae-fashion-l2-b1": Recipe("vae", 2, 1.0, seed=0, iw_images=1000, dataset="fashion-mnist",
+                                description="MLP VAE on Fashion-MNIST (12)"),
 }
 
 
@@ -137,21 +149,32 @@ def code_collapse(model: nn.Module, test_x: torch.Tensor) -> dict:
     return {"dead_units": int(zero.all(dim=0).sum()), "clipped_share": zero.any(dim=1).float().mean().item()}
 
 
-def test_images(binarized: bool = False) -> torch.Tensor:
-    """MNIST's test images (10000, 784): grey levels, or drawn once as binary pixels (seed 0)."""
-    test_x, _ = data.load_mnist("test")
+def test_images(binarized: bool = False, dataset: str = "mnist") -> torch.Tensor:
+    """The test images (10000, 784) of `dataset` (MNIST unless told): grey levels, or drawn once as
+    binary pixels (seed 0)."""
+    test_x, _ = data.load_mnist("test", dataset=dataset)
     return data.binarize(test_x, seed=0) if binarized else test_x
+
+
+def dataset_of(record: dict) -> str:
+    """The dataset a checkpoint's sidecar (or a recipe's config) was trained on: MNIST unless it says.
+
+    Introduced in: 12_collection
+    """
+    dataset = record.get("dataset", "mnist")
+    data._dataset_info(dataset)  # an unknown name: ValueError naming the known ones
+    return dataset
 
 
 def train_recipe(spec: Recipe, train_subset: int | None = None, device=None, progress: bool = True,
                  compute_metrics: bool = True, iw_k: int | None = None) -> tuple[nn.Module, list, dict]:
-    """Build and train a model from `spec` on MNIST; returns (model, history, test metrics).
+    """Build and train a model from `spec` on its dataset; returns (model, history, test metrics).
 
     A conditional recipe ('cvae') trains with the training labels and is scored with the test labels.
     """
-    train_x, train_y = data.load_mnist("train")
-    test_x = test_images(spec.binarized)
-    test_y = data.load_mnist("test")[1]
+    train_x, train_y = data.load_mnist("train", dataset=spec.dataset)
+    test_x = test_images(spec.binarized, spec.dataset)
+    test_y = data.load_mnist("test", dataset=spec.dataset)[1]
     if train_subset is not None:
         train.check_positive_int("train_subset", train_subset)
         if train_subset > len(train_x):
@@ -194,7 +217,7 @@ def status(name: str, directory: Path | None = None) -> str:
     if not weights.exists() and not sidecar.exists():
         return "missing"
     try:
-        checkpoints.load(stem, expected=recipe(name).config())
+        checkpoints.load(stem, expected=recipe(name).expected())
     except checkpoints.CheckpointError as error:
         return f"invalid: {error}"
     return "valid"
@@ -215,7 +238,8 @@ def load_or_train(name: str, retrain: bool = False, train_subset: int | None = N
     """
     spec = recipe(name)
     train.check_flag("retrain", retrain)
-    settable = [f.name for f in dataclasses.fields(Recipe) if f.name not in ("kind", "description", "iw_images", "iw_k")]
+    settable = [f.name for f in dataclasses.fields(Recipe)
+                if f.name not in ("kind", "description", "iw_images", "iw_k", "dataset")]
     unknown = [key for key in overrides if key not in settable]
     if unknown:
         raise ValueError(f"load_or_train has no setting {unknown[0]!r}: choose from {', '.join(settable)}")
@@ -231,7 +255,7 @@ def load_or_train(name: str, retrain: bool = False, train_subset: int | None = N
     weights, sidecar = checkpoints.paths(stem)
     exact = not changes and train_subset is None
     if exact and not retrain and (weights.exists() or sidecar.exists()):
-        model, record = checkpoints.load(stem, expected=spec.config(), device=device or "cpu")
+        model, record = checkpoints.load(stem, expected=spec.expected(), device=device or "cpu")
         model.record = record
         return model
     save = exact and not retrain  # only the recipe itself becomes the shipped checkpoint
@@ -265,7 +289,7 @@ def save_trained(stem: str | Path, spec: Recipe, model: nn.Module, history: list
     `stem` meanwhile), the trained model is kept under another name and `SaveFailed` says where.
     """
     config = {**spec.config(), "mixed_precision": spec.mixed_precision, "precision": trained_precision(history),
-              "data_sha256": data.DATASETS["mnist"].sha256}
+              "data_sha256": data.DATASETS[spec.dataset].sha256}
     try:
         return checkpoints.save(stem, model, config, history, metrics, overwrite=overwrite)
     except OSError as error:

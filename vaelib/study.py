@@ -234,7 +234,7 @@ def run(recipe: str, seeds: str | list[int], out: str | os.PathLike = "results/s
     iw_k = spec.iw_k if iw_k is None else checks.check_positive_int("--iw-k", iw_k, maximum=train.MAX_K)
     cores = default_jobs() * 2
     jobs = default_jobs() if jobs is None else checks.check_positive_int("--jobs", jobs)
-    data.load_mnist("test")  # the data is there and sound, before any training
+    data.load_mnist("test", dataset=spec.dataset)  # the data is there and sound, before any training
     folder = files.check_writable_folder(Path(out) / study_name(recipe, epochs, train_subset, precision), "--out")
     done = {row["seed"]: row for row in finished_rows(folder)}
     for seed, row in done.items():
