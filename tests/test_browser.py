@@ -22,7 +22,7 @@ HTML = REPO / "_build" / "html"
 SHOTS = REPO / "_build" / "screenshots"
 PAGES = ["book/intro", "chapters/01_data", "chapters/02_autoencoder", "chapters/03_vae", "chapters/04_beta",
          "chapters/05_latent_walk", "chapters/06_conv_vae", "chapters/07_disentanglement", "chapters/08_beyond",
-         "chapters/12_collection",
+         "chapters/09_loss", "chapters/10_collapse", "chapters/11_conditional", "chapters/12_collection",
          "book/explorer", "book/run"]
 
 pytestmark = pytest.mark.skipif(not (HTML / "book" / "explorer.html").exists(),
