@@ -246,7 +246,9 @@ def test_elbo_matches_torch_distributions_for_a_given_q(small):
         # beta weighs the KL; the mean over images is minus the -ELBO of train.evaluate, up to sampling noise
         kl = D.kl_divergence(q, D.Normal(0.0, 1.0)).sum(-1)
         assert torch.allclose(train.elbo(model, x, beta=4.0) - train.elbo(model, x, beta=1.0), -3 * kl, atol=1e-3)
-        assert abs(train.elbo(model, small[1], samples=20).mean().item() + train.evaluate(model, small[1])["loss"]) < 1.0
+        # evaluate draws one z per image, so its -ELBO moves by about 1 nat from seed to seed: average ten seeds
+        neg_elbo = sum(train.evaluate(model, small[1], seed=seed)["loss"] for seed in range(10)) / 10
+        assert abs(train.elbo(model, small[1], samples=20).mean().item() + neg_elbo) < 1.0
 
 
 def test_refine_posterior_raises_each_images_elbo_and_leaves_the_model_alone(small):
