@@ -36,10 +36,14 @@ class Recipe:
     bottleneck_relu: bool = True  # the autoencoder only: the original's ReLU on the code
     binarized: bool = False  # trained on dynamically binarized MNIST, scored on the test set binarized once
     iw_k: int = 1000  # importance samples of the IW bound in the test metrics
+    warmup_epochs: int = 0  # KL warm-up: beta rises from 0 over this many epochs (10)
+    free_bits: float = 0.0  # nats per latent dimension that the KL term leaves free (10)
 
     def config(self) -> dict:
         config = {key: getattr(self, key) for key in checkpoints.CONFIG_KEYS}
-        return {**config, "options": self.options(), **({"binarized": True} if self.binarized else {})}
+        extras = {key: getattr(self, key) for key in ("binarized", "warmup_epochs", "free_bits")
+                  if getattr(self, key) != getattr(Recipe, key)}  # only when set: older recipes keep their hash
+        return {**config, "options": self.options(), **extras}
 
     def options(self) -> dict:
         """Model options beyond kind, size and activation."""
@@ -145,7 +149,8 @@ def train_recipe(spec: Recipe, train_subset: int | None = None, device=None, pro
     model = models.build(spec.kind, spec.latent_dim, spec.activation, **spec.options())
     history = train.fit(model, train_x, epoch_test_x, epochs=spec.epochs, beta=spec.beta, lr=spec.lr,
                         batch_size=spec.batch_size, seed=spec.seed, device=device,
-                        mixed_precision=spec.mixed_precision, progress=progress, binarize=spec.binarized)
+                        mixed_precision=spec.mixed_precision, progress=progress, binarize=spec.binarized,
+                        warmup_epochs=spec.warmup_epochs, free_bits=spec.free_bits)
     model.eval()
     if not compute_metrics:
         return model, history, {}
@@ -201,6 +206,8 @@ def load_or_train(name: str, retrain: bool = False, train_subset: int | None = N
         spec = dataclasses.replace(spec, **changes)
         custom_recipe(**{key: getattr(spec, key) for key in ("kind", "latent_dim", "beta", "epochs", "seed",
                                                             "batch_size", "lr", "activation")})
+        checks.check_warmup_epochs(spec.warmup_epochs)
+        checks.check_free_bits(spec.free_bits)
     if device is not None:
         device = train.resolve_device(device)  # 'cuda' on a machine without one: a clear error, not torch's
     stem = (directory or checkpoints.CHECKPOINT_DIR) / name

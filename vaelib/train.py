@@ -12,7 +12,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import losses
-from .checks import check_flag, check_images, check_learning_rate, check_positive_int, check_seed  # noqa: F401
+from .checks import (check_flag, check_free_bits, check_images, check_learning_rate, check_positive_int,  # noqa: F401
+                     check_seed, check_warmup_epochs)
 from .data import Batches
 from .device import autocast, check_mixed_precision, choose_precision, default_device, grad_scaler, resolve_device  # noqa: F401
 
@@ -27,7 +28,8 @@ class TrainingDiverged(RuntimeError):
 def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = None, *,
         epochs: int = 20, beta: float = 1.0, lr: float = 1e-3, batch_size: int = 128, seed: int = 0,
         device: str | torch.device | None = None, mixed_precision: bool | str = False,
-        progress: bool = True, binarize: bool = False) -> list[dict]:
+        progress: bool = True, binarize: bool = False, warmup_epochs: int = 0,
+        free_bits: float = 0.0) -> list[dict]:
     """Train `model` on `train_x` (N, 784) with Adam and the loss BCE + beta * KL.
 
     Returns the history: one dict per epoch with the per-image train loss and its two parts, and the
@@ -37,6 +39,13 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
     `mixed_precision="auto"` runs the forward pass under bfloat16 autocast where that is faster on this
     machine (`device.choose_precision` says what it picks and why), keeping float32 weights; True forces
     bfloat16, False float32. Each history row records the precision as `precision`.
+
+    Two remedies for posterior collapse (chapter 10). `warmup_epochs=W`: KL warm-up, beta rises linearly
+    from 0 to its value over the first W epochs, batch by batch (Bowman et al. 2016, "Generating Sentences
+    from a Continuous Space"; Sonderby et al. 2016, "Ladder Variational Autoencoders"). `free_bits=lam`:
+    each latent dimension's batch-mean KL counts as at least lam nats in the objective
+    (`losses.free_bits_kl`). Each row records `beta`, the epoch's mean beta; `train_loss` is the
+    objective that was minimised, `train_kl` the plain KL. The test loss uses the full beta, no free bits.
 
     Introduced in: 02_autoencoder
     """
@@ -48,6 +57,8 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
     check_positive_int("batch_size", batch_size)
     check_seed(seed)
     check_flag("binarize", binarize)
+    warmup_epochs = check_warmup_epochs(warmup_epochs)
+    free_bits = check_free_bits(free_bits)
     beta = losses.check_beta(beta)
     lr = check_learning_rate(lr)
     device = resolve_device(device)
@@ -65,12 +76,16 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
         model.train()
         start = time.perf_counter()
         sums = torch.zeros(3, dtype=torch.float64)
+        beta_sum = 0.0
         for batch_index, x in enumerate(batches, start=1):
+            step = (epoch - 1) * len(batches) + batch_index - 1  # batches seen before this one
+            beta_now = beta * min(1.0, step / (warmup_epochs * len(batches))) if warmup_epochs else beta
+            beta_sum += beta_now
             if binarize:
                 x = torch.bernoulli(x)  # (B, 784) in {0, 1}, a fresh draw every time
             with autocast(device, precision):
                 logits, mu, logvar = model(x)
-            parts = losses.vae_loss(logits, x, mu, logvar, beta)
+            parts = losses.vae_loss(logits, x, mu, logvar, beta_now, free_bits)
             values = torch.stack([p.detach() for p in parts]).double().cpu()  # (3,)
             if not torch.isfinite(values).all():
                 bar.close()
@@ -86,7 +101,8 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
             bar.update(1)
             if batch_index % 20 == 0 or batch_index == len(batches):
                 bar.set_postfix(epoch=epoch, loss=f"{values[0].item() / len(x):.2f}", refresh=False)
-        row = {"epoch": epoch, "seconds": time.perf_counter() - start, "precision": precision}
+        row = {"epoch": epoch, "seconds": time.perf_counter() - start, "precision": precision,
+               "beta": beta_sum / len(batches)}
         row.update(zip(("train_loss", "train_reconstruction", "train_kl"), (sums / len(train_x)).tolist()))
         if test_x is not None:
             metrics = evaluate(model, test_x, beta=beta, seed=seed, precision=precision)
