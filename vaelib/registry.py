@@ -65,11 +65,11 @@ REGISTRY = {
     "vae-l20-b1": Recipe("vae", 20, 1.0, epochs=10, description="the pytorch/examples recipe"),
     "vae-l50-bin": Recipe("vae", 50, 1.0, epochs=30, binarized=True, iw_k=5000, iw_images=2000,
                           description="MLP VAE on binarized MNIST, a true likelihood (03)"),
-    "vae-l32-b2": Recipe("vae", 32, 2.0, epochs=10, seed=1, iw_images=1000,
+    "vae-l32-b2": Recipe("vae", 32, 2.0, epochs=10, iw_images=1000,
                          description="MLP VAE, L = 32, beta = 2: unused units (10)"),
-    "vae-l32-b2-warmup": Recipe("vae", 32, 2.0, epochs=10, seed=2, iw_images=1000, warmup_epochs=5,
+    "vae-l32-b2-warmup": Recipe("vae", 32, 2.0, epochs=10, seed=4, iw_images=1000, warmup_epochs=5,
                                 description="the same, beta warmed up from 0 over 5 of its 10 epochs (10)"),
-    "vae-l32-b2-freebits": Recipe("vae", 32, 2.0, epochs=10, seed=2, iw_images=1000, free_bits=0.25,
+    "vae-l32-b2-freebits": Recipe("vae", 32, 2.0, epochs=10, iw_images=1000, free_bits=0.25,
                                   description="the same, 0.25 free nats per latent dimension (10)"),
 }
 
