@@ -1,6 +1,7 @@
 """Training and evaluation: Adam, a progress bar, a per-epoch history, and the test metrics.
 
-Introduced in: 02_autoencoder (fit), 03_vae (evaluate), 04_beta (importance-weighted bound, active units)
+Introduced in: 02_autoencoder (fit), 03_vae (evaluate), 04_beta (importance-weighted bound, active units),
+10_collapse (KL warm-up and free bits in fit)
 """
 from __future__ import annotations
 
@@ -41,8 +42,9 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
     bfloat16, False float32. Each history row records the precision as `precision`.
 
     Two remedies for posterior collapse (chapter 10). `warmup_epochs=W`: KL warm-up, beta rises linearly
-    from 0 to its value over the first W epochs, batch by batch (Bowman et al. 2016, "Generating Sentences
-    from a Continuous Space"; Sonderby et al. 2016, "Ladder Variational Autoencoders"). `free_bits=lam`:
+    from 0 to its value over the first W epochs, batch by batch (with W > epochs it never gets there;
+    Bowman et al. 2016, "Generating Sentences from a Continuous Space"; Sonderby et al. 2016, "Ladder
+    Variational Autoencoders"). `free_bits=lam`:
     each latent dimension's batch-mean KL counts as at least lam nats in the objective
     (`losses.free_bits_kl`). Each row records `beta`, the epoch's mean beta; `train_loss` is the
     objective that was minimised, `train_kl` the plain KL. The test loss uses the full beta, no free bits.
