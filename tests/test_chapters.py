@@ -13,7 +13,7 @@ from vaelib import sweep
 CHAPTERS = Path(__file__).resolve().parent.parent / "chapters"
 QUICK = {"retrain": True, "epochs": 2, "train_subset": 2048, "test_images": 2000}
 FIGURES = {"01_data": 2, "02_autoencoder": 4, "03_vae": 3, "04_beta": 2, "05_latent_walk": 2, "06_conv_vae": 2,
-           "07_disentanglement": 3, "08_beyond": 2, "09_loss": 3, "11_conditional": 7, "12_collection": 5}
+           "07_disentanglement": 3, "08_beyond": 2, "09_loss": 3, "10_collapse": 5, "11_conditional": 7, "12_collection": 5}
 
 
 def figures(notebook: dict) -> int:

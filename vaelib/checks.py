@@ -60,6 +60,16 @@ def check_beta(beta) -> float:
     return check_number("beta", beta, 0.0)
 
 
+def check_free_bits(free_bits) -> float:
+    """Nats per latent dimension that the KL term does not charge for (0: plain KL). Introduced in: 10_collapse"""
+    return check_number("free_bits", free_bits, 0.0)
+
+
+def check_warmup_epochs(warmup_epochs) -> int:
+    """Epochs over which beta rises from 0 to its value (0: no warm-up). Introduced in: 10_collapse"""
+    return check_positive_int("warmup_epochs", warmup_epochs, minimum=0)
+
+
 MAX_LATENT_DIM = 4096  # far beyond any model of the course; a bigger one would not fit in memory
 
 

@@ -45,16 +45,45 @@ def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tenso
     return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
 
 
+def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """The same KL, one value per latent dimension, summed over the batch.  (B, L), (B, L) -> (L,)
+
+    Its entries add up to `kl_to_standard_normal`. A dimension whose KL is about 0 for every image has
+    a posterior equal to the prior: it carries nothing about x (posterior collapse, chapter 10).
+    Introduced in: 10_collapse
+    """
+    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=0)
+
+
+def free_bits_kl(mu: torch.Tensor, logvar: torch.Tensor, free_bits: float) -> torch.Tensor:
+    """The KL term with free bits, summed over the batch: B * sum_j max(free_bits, KL_j / B).  -> a scalar
+
+    KL_j / B is dimension j's KL averaged over the batch. Below `free_bits` nats a dimension's KL costs a
+    constant, so the gradient stops pushing it onto the prior (Kingma et al. 2016, "Improved Variational
+    Inference with Inverse Autoregressive Flow", eq. 15, with one group per dimension). With
+    free_bits = 0 it is `kl_to_standard_normal`. A training objective only: the -ELBO uses the plain KL.
+    Introduced in: 10_collapse
+    """
+    batch = mu.shape[0]
+    per_dimension = kl_per_dimension(mu, logvar) / batch  # (L,) nats per image
+    return batch * per_dimension.clamp(min=free_bits).sum()
+
+
 def vae_loss(logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor | None,
-             beta: float = 1.0) -> LossParts:
+             beta: float = 1.0, free_bits: float = 0.0) -> LossParts:
     """Negative ELBO with a weight on its KL term: BCE + beta * KL, and its two parts.
 
     logits (B, 784), x (B, 784), mu and logvar (B, L). `logvar=None` (the autoencoder) has no KL term;
-    beta = 0 trains a VAE as a plain autoencoder with a noisy code.
+    beta = 0 trains a VAE as a plain autoencoder with a noisy code. With `free_bits` > 0 the total
+    (the objective) uses `free_bits_kl`; the `kl` part stays the plain KL.
     """
     reconstruction = bce_with_logits(logits.float(), x)
-    kl = kl_to_standard_normal(mu.float(), logvar.float()) if logvar is not None else logits.new_zeros(())
-    return LossParts(reconstruction + beta * kl, reconstruction, kl)
+    if logvar is None:
+        kl = logits.new_zeros(())
+        return LossParts(reconstruction + beta * kl, reconstruction, kl)
+    kl = kl_to_standard_normal(mu.float(), logvar.float())
+    charged = free_bits_kl(mu.float(), logvar.float(), free_bits) if free_bits > 0 else kl
+    return LossParts(reconstruction + beta * charged, reconstruction, kl)
 
 
 def binary_entropy_floor(x: torch.Tensor) -> torch.Tensor:

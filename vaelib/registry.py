@@ -40,15 +40,14 @@ class Recipe:
     hidden_layers: int = 1  # the MLP VAE's hidden layers per side
     final_lr: float | None = None  # the learning rate decays exponentially to this by the last epoch
     dataset: str = "mnist"  # trained and scored on this dataset's images (data.DATASETS): 12_collection
+    warmup_epochs: int = 0  # KL warm-up: beta rises from 0 over this many epochs (10)
+    free_bits: float = 0.0  # nats per latent dimension that the KL term leaves free (10)
 
     def config(self) -> dict:
         config = {key: getattr(self, key) for key in checkpoints.CONFIG_KEYS}
-        extra = {"binarized": True} if self.binarized else {}  # recorded only where set: older sidecars stay valid
-        if self.final_lr is not None:
-            extra["final_lr"] = self.final_lr
-        if self.dataset != "mnist":
-            extra["dataset"] = self.dataset
-        return {**config, "options": self.options(), **extra}
+        extras = {key: getattr(self, key) for key in ("binarized", "final_lr", "dataset", "warmup_epochs", "free_bits")
+                  if getattr(self, key) != getattr(Recipe, key)}  # only when set: older recipes keep their hash
+        return {**config, "options": self.options(), **extras}
 
     def expected(self) -> dict:
         """What a checkpoint of this recipe must record: its config, and no dataset, binarization or learning-rate
@@ -87,6 +86,12 @@ REGISTRY = {
                           description="MLP VAE on binarized MNIST, a true likelihood (09)"),
     "vae-fashion-l2-b1": Recipe("vae", 2, 1.0, seed=0, iw_images=1000, dataset="fashion-mnist",
                                 description="MLP VAE on Fashion-MNIST (12)"),
+    "vae-l32-b2": Recipe("vae", 32, 2.0, epochs=10, iw_images=1000,
+                         description="MLP VAE, L = 32, beta = 2: unused units (10)"),
+    "vae-l32-b2-warmup": Recipe("vae", 32, 2.0, epochs=10, seed=4, iw_images=1000, warmup_epochs=5,
+                                description="the same, beta warmed up from 0 over 5 of its 10 epochs (10)"),
+    "vae-l32-b2-freebits": Recipe("vae", 32, 2.0, epochs=10, iw_images=1000, free_bits=0.25,
+                                  description="the same, 0.25 free nats per latent dimension (10)"),
 }
 
 
@@ -191,7 +196,8 @@ def train_recipe(spec: Recipe, train_subset: int | None = None, device=None, pro
     history = train.fit(model, train_x, epoch_test_x, epochs=spec.epochs, beta=spec.beta, lr=spec.lr,
                         batch_size=spec.batch_size, seed=spec.seed, device=device,
                         mixed_precision=spec.mixed_precision, progress=progress, binarize=spec.binarized,
-                        final_lr=spec.final_lr, **labels)
+                        final_lr=spec.final_lr, warmup_epochs=spec.warmup_epochs, free_bits=spec.free_bits,
+                        **labels)
     model.eval()
     if not compute_metrics:
         return model, history, {}
@@ -249,6 +255,8 @@ def load_or_train(name: str, retrain: bool = False, train_subset: int | None = N
         spec = dataclasses.replace(spec, **changes)
         custom_recipe(**{key: getattr(spec, key) for key in ("kind", "latent_dim", "beta", "epochs", "seed",
                                                             "batch_size", "lr", "activation")})
+        checks.check_warmup_epochs(spec.warmup_epochs)
+        checks.check_free_bits(spec.free_bits)
     if device is not None:
         device = train.resolve_device(device)  # 'cuda' on a machine without one: a clear error, not torch's
     stem = (directory or checkpoints.CHECKPOINT_DIR) / name

@@ -3,7 +3,8 @@
 Each test metric takes `labels` (N,) for a conditional VAE, which reads the digit beside each image.
 
 Introduced in: 02_autoencoder (fit), 03_vae (evaluate), 04_beta (importance-weighted bound, active units),
-09_loss (the ELBO of any Gaussian q, and q refined per image), 11_conditional (labels)
+09_loss (the ELBO of any Gaussian q, and q refined per image), 10_collapse (KL warm-up and free bits in fit),
+11_conditional (labels)
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import losses, models
-from .checks import check_flag, check_images, check_labels, check_learning_rate, check_number, check_positive_int, check_seed  # noqa: F401
+from .checks import (check_flag, check_free_bits, check_images, check_labels, check_learning_rate,  # noqa: F401
+                     check_number, check_positive_int, check_seed, check_warmup_epochs)
 from .data import Batches
 from .device import autocast, check_mixed_precision, choose_precision, default_device, grad_scaler, resolve_device  # noqa: F401
 
@@ -31,6 +33,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
         epochs: int = 20, beta: float = 1.0, lr: float = 1e-3, batch_size: int = 128, seed: int = 0,
         device: str | torch.device | None = None, mixed_precision: bool | str = False,
         progress: bool = True, binarize: bool = False, final_lr: float | None = None,
+        warmup_epochs: int = 0, free_bits: float = 0.0,
         labels: torch.Tensor | None = None, test_labels: torch.Tensor | None = None) -> list[dict]:
     """Train `model` on `train_x` (N, 784) with Adam and the loss BCE + beta * KL.
 
@@ -45,6 +48,14 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
     bfloat16, False float32. Each history row records the precision as `precision`. A conditional VAE
     trains on `labels` (N,), batched with the images (and scores on `test_labels`).
 
+    Two remedies for posterior collapse (chapter 10). `warmup_epochs=W`: KL warm-up, beta rises linearly
+    from 0 to its value over the first W epochs, batch by batch (with W > epochs it never gets there;
+    Bowman et al. 2016, "Generating Sentences from a Continuous Space"; Sonderby et al. 2016, "Ladder
+    Variational Autoencoders"). `free_bits=lam`:
+    each latent dimension's batch-mean KL counts as at least lam nats in the objective
+    (`losses.free_bits_kl`). Each row records `beta`, the epoch's mean beta; `train_loss` is the
+    objective that was minimised, `train_kl` the plain KL. The test loss uses the full beta, no free bits.
+
     Introduced in: 02_autoencoder
     """
     check_mixed_precision(mixed_precision)
@@ -57,6 +68,8 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
     check_positive_int("batch_size", batch_size)
     check_seed(seed)
     check_flag("binarize", binarize)
+    warmup_epochs = check_warmup_epochs(warmup_epochs)
+    free_bits = check_free_bits(free_bits)
     beta = losses.check_beta(beta)
     lr = check_learning_rate(lr)
     final_lr = lr if final_lr is None else check_number("final_lr", final_lr, 0.0, strict=True)
@@ -80,13 +93,17 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
             group["lr"] = epoch_lr
         start = time.perf_counter()
         sums = torch.zeros(3, dtype=torch.float64)
+        beta_sum = 0.0
         for batch_index, batch in enumerate(batches, start=1):
             x, y = (batch, ()) if labels is None else (batch[0], batch[1:])  # y: (B,) digits, or nothing
+            step = (epoch - 1) * len(batches) + batch_index - 1  # batches seen before this one
+            beta_now = beta * min(1.0, step / (warmup_epochs * len(batches))) if warmup_epochs else beta
+            beta_sum += beta_now
             if binarize:
                 x = torch.bernoulli(x)  # (B, 784) in {0, 1}, a fresh draw every time
             with autocast(device, precision):
                 logits, mu, logvar = model(x, *y)
-            parts = losses.vae_loss(logits, x, mu, logvar, beta)
+            parts = losses.vae_loss(logits, x, mu, logvar, beta_now, free_bits)
             values = torch.stack([p.detach() for p in parts]).double().cpu()  # (3,)
             if not torch.isfinite(values).all():
                 bar.close()
@@ -102,7 +119,8 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
             bar.update(1)
             if batch_index % 20 == 0 or batch_index == len(batches):
                 bar.set_postfix(epoch=epoch, loss=f"{values[0].item() / len(x):.2f}", refresh=False)
-        row = {"epoch": epoch, "seconds": time.perf_counter() - start, "precision": precision, "lr": epoch_lr}
+        row = {"epoch": epoch, "seconds": time.perf_counter() - start, "precision": precision, "lr": epoch_lr,
+               "beta": beta_sum / len(batches)}
         row.update(zip(("train_loss", "train_reconstruction", "train_kl"), (sums / len(train_x)).tolist()))
         if test_x is not None:
             metrics = evaluate(model, test_x, beta=beta, seed=seed, precision=precision, labels=test_labels)
