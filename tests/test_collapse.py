@@ -131,3 +131,15 @@ def test_recipes_name_the_remedies_only_when_set_and_training_passes_them_on(mon
     assert given["warmup_epochs"] == 3 and given["free_bits"] == 0.25
     with pytest.raises(ValueError, match="free_bits must be a finite number >= 0"):
         registry.load_or_train("vae-l2-b1", free_bits=-1.0)
+
+
+def test_a_remedys_checkpoint_never_loads_under_the_plain_recipe():
+    from vaelib import checkpoints
+
+    for name in ("vae-l32-b2", "vae-l32-b2-warmup", "vae-l32-b2-freebits"):  # each matches its own recipe
+        checkpoints.load(name, expected=registry.recipe(name).expected())
+    plain = registry.recipe("vae-l32-b2")
+    with pytest.raises(checkpoints.CheckpointError, match="has warmup_epochs=5, expected None"):
+        checkpoints.load("vae-l32-b2-warmup", expected=dataclasses.replace(plain, seed=4).expected())
+    with pytest.raises(checkpoints.CheckpointError, match="has free_bits=0.25, expected None"):
+        checkpoints.load("vae-l32-b2-freebits", expected=plain.expected())

@@ -50,11 +50,12 @@ class Recipe:
         return {**config, "options": self.options(), **extras}
 
     def expected(self) -> dict:
-        """What a checkpoint of this recipe must record: its config, and no dataset, binarization or learning-rate
-        decay other than its own (a sidecar without the key has none: grey-level MNIST, a constant rate).
-        Introduced in: 12_collection"""
+        """What a checkpoint of this recipe must record: its config, and no dataset, binarization, learning-rate
+        decay, warm-up or free bits other than its own (a sidecar without the key has none: grey-level MNIST,
+        a constant rate, the plain loss). Introduced in: 12_collection"""
         config = self.config()
-        return {**config, **{key: config.get(key) for key in ("binarized", "final_lr", "dataset")}}
+        pinned = ("binarized", "final_lr", "dataset", "warmup_epochs", "free_bits")
+        return {**config, **{key: config.get(key) for key in pinned}}
 
     def options(self) -> dict:
         """Model options beyond kind, size and activation (the MLP VAE's only where not the default)."""
