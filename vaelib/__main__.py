@@ -160,6 +160,7 @@ def cmd_evaluate(args) -> None:
     if args.iw_images is not None:
         checks.check_positive_int("--iw-images", args.iw_images, maximum=10_000)  # the test set's size
     test_sets = {}  # (dataset, binarized) -> the test images, each loaded once however many targets use it
+    test_labels = {}  # dataset -> its test labels (N,), loaded once, for the conditional models only
     rows = []
     for target in targets:
         model, sidecar = checkpoints.load(target, expected=registry.recipe(target).expected()
@@ -171,7 +172,11 @@ def cmd_evaluate(args) -> None:
         iw_images = args.iw_images
         if iw_images is None:
             iw_images = registry.REGISTRY[target].iw_images if target in registry.REGISTRY else len(test_x)
-        labels = data.load_mnist("test")[1] if models.is_conditional(model) else None  # a cvae reads the digits
+        labels = None
+        if models.is_conditional(model):  # a cvae reads the digit beside each image
+            if key[0] not in test_labels:
+                test_labels[key[0]] = data.load_mnist("test", dataset=key[0])[1]
+            labels = test_labels[key[0]]
         metrics = registry.test_metrics(model, test_x, iw_images, args.k, progress=True, labels=labels)
         if args.save:
             sidecar["metrics"] = {**sidecar.get("metrics", {}), **metrics}

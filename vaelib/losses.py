@@ -36,13 +36,18 @@ def bce_with_logits(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
 
 
-def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, diag(exp(logvar))) || N(0, I)) in closed form, summed.  (B, L), (B, L) -> a scalar.
+def kl_terms(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, sigma^2) || N(0, 1)) of each image and latent unit, in closed form.  (B, L), (B, L) -> (B, L)
 
-    -1/2 * sum(1 + log(sigma^2) - mu^2 - sigma^2): Kingma and Welling, "Auto-Encoding Variational
-    Bayes" (2014), Appendix B.
+    -1/2 * (1 + log(sigma^2) - mu^2 - sigma^2): Kingma and Welling, "Auto-Encoding Variational Bayes"
+    (2014), Appendix B. The sums below, and `train.elbo`'s per-image KL, add these up.
     """
-    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
+
+
+def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, diag(exp(logvar))) || N(0, I)) in closed form, summed.  (B, L), (B, L) -> a scalar."""
+    return torch.sum(kl_terms(mu, logvar))
 
 
 def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -52,7 +57,7 @@ def kl_per_dimension(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     a posterior equal to the prior: it carries nothing about x (posterior collapse, chapter 10).
     Introduced in: 10_collapse
     """
-    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=0)
+    return torch.sum(kl_terms(mu, logvar), dim=0)
 
 
 def free_bits_kl(mu: torch.Tensor, logvar: torch.Tensor, free_bits: float) -> torch.Tensor:

@@ -62,8 +62,8 @@ class Recipe:
         if self.kind == "autoencoder":
             return {"bottleneck_relu": self.bottleneck_relu}
         if self.kind == "vae":
-            return {key: getattr(self, key) for key, default in (("hidden_dim", 400), ("hidden_layers", 1))
-                    if getattr(self, key) != default}
+            return {key: getattr(self, key) for key in ("hidden_dim", "hidden_layers")
+                    if getattr(self, key) != getattr(Recipe, key)}
         return {}
 
 
@@ -180,7 +180,6 @@ def train_recipe(spec: Recipe, train_subset: int | None = None, device=None, pro
     """
     train_x, train_y = data.load_mnist("train", dataset=spec.dataset)
     test_x = test_images(spec.binarized, spec.dataset)
-    test_y = data.load_mnist("test", dataset=spec.dataset)[1]
     if train_subset is not None:
         train.check_positive_int("train_subset", train_subset)
         if train_subset > len(train_x):
@@ -193,6 +192,7 @@ def train_recipe(spec: Recipe, train_subset: int | None = None, device=None, pro
     torch.manual_seed(spec.seed)
     model = models.build(spec.kind, spec.latent_dim, spec.activation, **spec.options())
     conditional = models.is_conditional(model)
+    test_y = data.load_mnist("test", dataset=spec.dataset)[1] if conditional else None  # (N,) digits
     labels = dict(labels=train_y, test_labels=test_y[: len(epoch_test_x)]) if conditional else {}
     history = train.fit(model, train_x, epoch_test_x, epochs=spec.epochs, beta=spec.beta, lr=spec.lr,
                         batch_size=spec.batch_size, seed=spec.seed, device=device,

@@ -233,7 +233,7 @@ def elbo(model: nn.Module, x: torch.Tensor, mu: torch.Tensor | None = None, logv
     logits = model.decode_logits(z.reshape(-1, z.shape[-1])).view(samples, len(x), -1)  # (S, N, 784)
     log_px_z = -torch.nn.functional.binary_cross_entropy_with_logits(
         logits, x.expand_as(logits), reduction="none").sum(-1).mean(0)  # (N,)
-    kl = -0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(-1)  # (N,), Kingma and Welling (2014), Appendix B
+    kl = losses.kl_terms(mu, logvar).sum(-1)  # (N,)
     return log_px_z - beta * kl
 
 
@@ -274,7 +274,7 @@ def encode_dataset(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = N
 
     A conditional VAE encodes each image with its label `y`: q(z | x, y).
     """
-    condition = conditions(model, y, len(x), "y")
+    condition = conditions(model, y if models.is_conditional(model) else None, len(x), "y")  # plain: y only passes through
     device = next(model.parameters()).device
     model.eval()
     mus = [model.encode(x[s : s + batch_size].to(device), *_rows(condition, s, batch_size, device))[0].cpu()
@@ -301,7 +301,7 @@ def conditions(model: nn.Module, labels: torch.Tensor | None, count: int, name: 
     Introduced in: 11_conditional
     """
     if not models.is_conditional(model):
-        if labels is not None and name != "y":  # encode_dataset's y is only passed through
+        if labels is not None:
             raise ValueError(f"{name} were given, but a {type(model).__name__} does not read labels: leave them out")
         return None
     if labels is None:
