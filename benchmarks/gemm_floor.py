@@ -86,37 +86,39 @@ def model_gemms(model: nn.Module, x: torch.Tensor) -> list[Gemm]:
 
 
 class GemmFloor:
-    """Times `torch.mm` at each shape of `gemms`; call `time_once()` between the step's own timings."""
+    """Times `torch.mm` at each shape of `gemms`; call `time_once()` between the step's own timings.
+
+    The floor is the fastest pass: one pass times every product once (the best of `repeats` back-to-back
+    calls, as a step's time in a round is the best of its repeats), and the floor is the smallest pass
+    total over the rounds, as the step's time is its fastest round. (Adding up each product's best time
+    from different rounds would give a total that no single pass reached on a noisy shared machine.)
+    """
 
     def __init__(self, gemms: list[Gemm]):
         self.gemms = gemms
         self.operands = [(torch.randn(g.m, g.k), torch.randn(g.k, g.n)) for g in gemms]
-        self.samples: list[list[float]] = [[] for _ in gemms]  # ms per product, one list per GEMM
+        self.passes: list[list[float]] = []  # ms per product, one list per pass
 
     def time_once(self, repeats: int = 2) -> float:
-        """One pass over every product (each warmed once, then timed `repeats` times); the total in ms."""
-        total = 0.0
-        for (a, b), samples in zip(self.operands, self.samples):
+        """One pass over every product (each warmed once, then the best of `repeats` timed calls); its total in ms."""
+        times = []
+        for a, b in self.operands:
             torch.mm(a, b)
+            best = float("inf")
             for _ in range(repeats):
                 start = time.perf_counter()
                 torch.mm(a, b)
-                samples.append((time.perf_counter() - start) * 1000)
-            total += min(samples[-repeats:])
-        return total
+                best = min(best, (time.perf_counter() - start) * 1000)
+            times.append(best)
+        self.passes.append(times)
+        return sum(times)
 
-    def per_gemm_ms(self) -> list[float]:
-        """The fastest time of each product: another process on a shared machine only ever adds time."""
-        return [min(samples) for samples in self.samples]
+    def fastest_pass(self) -> list[float]:
+        """The ms of each product in the pass with the smallest total."""
+        return min(self.passes, key=sum)
 
     def total_ms(self) -> float:
-        return sum(self.per_gemm_ms())
-
-    def per_layer_ms(self) -> dict[str, float]:
-        layers: dict[str, float] = {}
-        for gemm, ms in zip(self.gemms, self.per_gemm_ms()):
-            layers[gemm.layer] = layers.get(gemm.layer, 0.0) + ms
-        return layers
+        return sum(self.fastest_pass())
 
 
 def sgemm_gflops(size: int = 2048, repeats: int = 5) -> float:

@@ -1,8 +1,10 @@
 import pytest
+import safetensors.torch
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from vaelib import models
+from vaelib import checkpoints, losses, models
 
 
 @pytest.mark.parametrize("latent_dim", [1, 2, 10, 20])
@@ -122,6 +124,59 @@ def test_each_fast_path_of_the_transposed_conv_matches_the_plain_layer(c_in, c_o
     assert torch.allclose(outputs[0], outputs[1], atol=1e-5, rtol=1e-4)
     for name, a, b in zip(("input", "weight", "bias"), *grads):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), name
+
+
+def test_the_shifted_patch_addition_has_the_gradient_of_its_function():
+    """Its hand-written backward against finite differences (float64), for one and for several channels."""
+    torch.manual_seed(0)
+    for c_out, s, r, h, w in ((1, 2, 3, 4, 5), (3, 2, 2, 3, 3), (2, 3, 2, 2, 4)):
+        patches = torch.randn(2 * h * w, c_out * (s * r) ** 2, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda p: models.AddShiftedPatches.apply(p, (2, h, w), c_out, s, r),
+                                        (patches,))
+
+
+def test_the_fast_conv_vae_keeps_its_layout_through_a_checkpoint(tmp_path):
+    """Channels-last weights are a storage choice: a checkpoint saves them in the usual order, and they load
+    into a fast or a plain model alike, with the same outputs."""
+    torch.manual_seed(0)
+    fast = models.ConvVAE(latent_dim=2)
+    convolutions = [fast.encoder[0], fast.encoder[2], fast.encoder[4], fast.decoder[2]]
+    assert all(layer.weight.is_contiguous(memory_format=torch.channels_last) for layer in convolutions)
+    config = {"kind": "conv_vae", "latent_dim": 2, "beta": 1.0, "activation": "relu", "epochs": 1, "seed": 0,
+              "batch_size": 128, "lr": 1e-3}
+    checkpoints.save(tmp_path / "conv", fast, config, dtype=torch.float32)
+    stored = safetensors.torch.load_file(checkpoints.paths(tmp_path / "conv")[0])
+    for name, tensor in fast.state_dict().items():
+        assert torch.equal(stored[name], tensor), name  # the same values at the same indices
+    loaded, _ = checkpoints.load(tmp_path / "conv")
+    plain = models.ConvVAE(latent_dim=2, fast=False)
+    plain.load_state_dict(stored)
+    x = torch.rand(8, 784)
+    with torch.no_grad():
+        expected = plain.decode_logits(plain.encode(x)[0])
+        for model in (fast, loaded):
+            assert torch.allclose(model.decode_logits(model.encode(x)[0]), expected, atol=1e-4, rtol=1e-4)
+    assert loaded.encoder[2].weight.is_contiguous(memory_format=torch.channels_last)  # loading keeps the layout
+
+
+def test_a_bfloat16_training_step_follows_the_float32_gradient():
+    """Autocast runs the fast layers' products in bfloat16 and their hand-written backward takes its
+    bfloat16 gradients: each parameter's gradient must still point where the float32 one does."""
+    torch.manual_seed(0)
+    model = models.ConvVAE(latent_dim=2)
+    x = torch.rand(64, 784)
+    gradients = {}
+    for precision in ("float32", "bfloat16"):
+        model.zero_grad()
+        torch.manual_seed(1)  # the same noise in the reparameterization
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bfloat16"):
+            logits, mu, logvar = model(x)
+        losses.vae_loss(logits, x, mu, logvar, 1.0).total.backward()
+        gradients[precision] = {name: p.grad.clone() for name, p in model.named_parameters()}
+    for name, exact in gradients["float32"].items():
+        mixed = gradients["bfloat16"][name]
+        assert mixed.dtype == torch.float32 and torch.isfinite(mixed).all(), name
+        assert F.cosine_similarity(mixed.flatten(), exact.flatten(), dim=0) > 0.98, name
 
 
 def test_bfloat16_autocast_keeps_the_function():

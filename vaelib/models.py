@@ -120,13 +120,13 @@ class FastConvTranspose2d(nn.ConvTranspose2d):
     the resulting k x k patch into the output at stride s ("col2im"). Two shapes allow a cheaper route:
     - a 1x1 input: the patch is the whole output, so the layer is one matrix product,
       out = x (B, C_in) @ W (C_in, C_out*k*k) + b;
-    - a stride that divides the kernel (k = s*r), on an input at least 4r pixels wide: tap (s*p + a) of
-      an input pixel i lands on output row s*(i + p) + a. So after the matrix product, the col2im is
-      r*r shifted additions of small blocks, one per (p, q), each filling all s*s "phases" (a, b) at
-      once; a reshape interleaves the phases into the output. Everything stays in the default memory
-      layout, and the backward pass is two batched matrix products and r*r slices.
-    Other shapes go to the parent's forward. Same parameters and state-dict keys, so checkpoints load
-    into either layer; outputs and gradients agree with `nn.ConvTranspose2d` (tests/test_models.py).
+    - a stride that divides the kernel (k = s*r), on an input at least 4r pixels wide: read in the
+      channels-last layout, the input is a matrix with one row per pixel, so one product
+      (B*H*W, C_in) @ (C_in, C_out*k*k) gives every pixel's patch at once. Tap (s*p + a) of input
+      pixel i lands on output row s*(i + p) + a, so the col2im is r*r shifted additions, one per
+      (p, q), each filling all s*s "phases" (a, b) at once (`AddShiftedPatches`).
+    Other shapes go to the parent's kernel. Same parameters and state-dict keys, so checkpoints load into either layer; outputs and gradients
+    agree with `nn.ConvTranspose2d` (tests/test_models.py).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,18 +147,41 @@ class FastConvTranspose2d(nn.ConvTranspose2d):
         return out.view(-1, c_out, k_h, k_w) + self.bias.view(1, -1, 1, 1)  # (B, C_out, k, k)
 
     def _as_matmul_and_shifts(self, x: torch.Tensor) -> torch.Tensor:
-        s, r = self.stride[0], self.kernel_size[0] // self.stride[0]  # stride, taps per phase
         batch, c_in, h, w = x.shape
-        c_out = self.out_channels
-        weight = self.weight.reshape(c_in, c_out * s * s * r * r).t()  # (C_out*k*k, C_in)
-        patches = torch.matmul(weight, x.flatten(2))  # (B, C_out*k*k, H*W): every pixel's patch
-        patches = patches.view(batch, c_out, r, s, r, s, h, w)  # kernel rows k = s*p + a, columns s*q + b
-        out = patches.new_zeros(batch, c_out, s, s, h + r - 1, w + r - 1)  # (B, C_out, a, b, row, column)
+        rows = x.permute(0, 2, 3, 1).reshape(batch * h * w, c_in)  # (B*H*W, C_in): no copy if x is channels-last
+        patches = rows @ self.weight.reshape(c_in, -1)  # (B*H*W, C_out*k*k): every pixel's k x k patch
+        stride = self.stride[0]
+        out = AddShiftedPatches.apply(patches, (batch, h, w), self.out_channels, stride, self.kernel_size[0] // stride)
+        return out + self.bias.view(1, -1, 1, 1)  # (B, C_out, s*(H + r - 1), s*(W + r - 1))
+
+
+class AddShiftedPatches(torch.autograd.Function):
+    """col2im for a stride s that divides the kernel k = s*r: each pixel's k x k patch added into the output.
+
+    patches (B*H*W, C_out*k*k), the kernel's rows and columns ordered s*p + a -> out (B, C_out, s*(H+r-1),
+    s*(W+r-1)). Its gradient is a sliding-window view of the output's gradient: patch tap (p, a, q, b) of
+    pixel (i, j) reads output pixel (s*(i + p) + a, s*(j + q) + b). The backward copies that view once,
+    where autograd through r*r slice additions would build r*r zero-filled tensors of the patches' size.
+    """
+
+    @staticmethod
+    def forward(ctx, patches, image_size, c_out, s, r):  # r: taps per phase, k = s*r
+        batch, h, w = image_size
+        ctx.shape = (batch, h, w, c_out, s, r)
+        taps = patches.view(batch, h, w, c_out, r, s, r, s).permute(0, 3, 1, 5, 2, 7, 4, 6)  # (B, C_out, i, a, j, b, p, q)
+        out = patches.new_zeros(batch, c_out, h + r - 1, s, w + r - 1, s)  # (B, C_out, row, a, column, b)
         for p in range(r):
             for q in range(r):
-                out[..., p : p + h, q : q + w] += patches[:, :, p, :, q]  # tap (p, q) shifts by (p, q)
-        out = out.permute(0, 1, 4, 2, 5, 3)  # (B, C_out, row, a, column, b): interleave the phases
-        return out.reshape(batch, c_out, s * (h + r - 1), s * (w + r - 1)) + self.bias.view(1, -1, 1, 1)
+                out[:, :, p : p + h, :, q : q + w, :] += taps[..., p, q]  # tap (p, q) shifts by (p, q)
+        return out.view(batch, c_out, s * (h + r - 1), s * (w + r - 1))
+
+    @staticmethod
+    def backward(ctx, grad):
+        batch, h, w, c_out, s, r = ctx.shape
+        grad = grad.reshape(batch, c_out, h + r - 1, s, w + r - 1, s)  # (B, C_out, row, a, column, b)
+        windows = grad.unfold(2, r, 1).unfold(4, r, 1)  # (B, C_out, i, a, j, b, p, q): row i + p, column j + q
+        grad_patches = windows.permute(0, 2, 4, 1, 6, 3, 7, 5).reshape(batch * h * w, -1)  # (B*H*W, C_out*k*k)
+        return grad_patches, None, None, None, None
 
 
 class ConvVAE(nn.Module):
@@ -170,8 +193,11 @@ class ConvVAE(nn.Module):
              -> convT k6 s2 -> (B, 128, 12, 12) -> convT k6 s2 -> (B, 1, 28, 28)
 
     `fast=True` computes the transposed convolutions as `FastConvTranspose2d` does (the first, on a 1x1
-    input, as a linear map; the last as a matrix product and shifted additions): the same function and parameters,
-    fewer CPU cycles. Introduced in: 06_conv_vae
+    input, as a linear map; the last as a matrix product and shifted additions), and stores the other
+    convolutions' weights channels-last (channels innermost in memory), the layout in which PyTorch's CPU kernels (oneDNN)
+    run them fastest and in which the last layer reads each pixel's channels as one matrix row without a
+    copy: the same function and parameters, fewer CPU cycles (benchmarks/train_speed.py).
+    Introduced in: 06_conv_vae
     """
 
     def __init__(self, latent_dim: int = 2, activation: str = "relu", fast: bool = True):
@@ -193,6 +219,9 @@ class ConvVAE(nn.Module):
             deconv(256, 128, 6, stride=2), nn.ReLU(),  # -> (B, 128, 12, 12)
             deconv(128, 1, 6, stride=2),  # -> (B, 1, 28, 28) logits
         )
+        if fast:  # weights stored channels-last: the convolutions then output channels-last activations too
+            self.encoder.to(memory_format=torch.channels_last)
+            self.decoder[2].to(memory_format=torch.channels_last)  # 4x4 input: nn.ConvTranspose2d's own kernel
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.encoder(x.view(-1, 1, 28, 28))  # (B, 784) -> (B, 512)
