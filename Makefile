@@ -12,7 +12,7 @@ export VAELIB_DATA
 VENDOR := book/web/vendor
 NPM_PACKAGES := mathjax@3.2.2
 
-.PHONY: install book test benchmark clean vendor web-data system-packages
+.PHONY: install book test benchmark benchmark-avx2 clean vendor web-data system-packages
 
 # The browser tests drive Debian's headless Chromium (no browser download: there is no internet), and
 # the data tests read Debian's Fashion-MNIST. Installed here when missing and possible (root, apt-get).
@@ -64,6 +64,11 @@ test: system-packages install book
 
 benchmark: install
 	$(BIN)/python benchmarks/train_speed.py --variants
+
+# The same, with PyTorch's, oneDNN's and MKL's kernels restricted to AVX2: a CPU without AVX-512 (most laptops).
+benchmark-avx2: install
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+	  $(BIN)/python benchmarks/train_speed.py --skip-loops
 
 clean:
 	rm -rf _build _build_book.log book/web/explorer/models.js book/web/explorer/weights

@@ -104,8 +104,9 @@ def test_fast_transposed_conv_agrees_with_the_plain_layer():
     (1024, 256, 4, 2, 1),  # 1x1 input: one linear map (the decoder's first layer)
     (128, 1, 6, 2, 12),  # stride divides kernel, large input: the sub-pixel convolution (its last layer)
     (8, 3, 4, 2, 9),  # the same path with several output channels and an odd size
-    (256, 128, 6, 2, 4),  # small input: the parent's kernel
-    (4, 2, 5, 2, 8),  # stride does not divide the kernel: the parent's kernel
+    (256, 128, 6, 2, 4),  # small input: TransposedConvolution (PyTorch's forward, two convolutions backward)
+    (4, 2, 5, 2, 8),  # stride does not divide the kernel: TransposedConvolution
+    (3, 5, 4, 3, 5),  # stride 3: TransposedConvolution
 ])
 def test_each_fast_path_of_the_transposed_conv_matches_the_plain_layer(c_in, c_out, kernel, stride, size):
     torch.manual_seed(0)
@@ -133,6 +134,16 @@ def test_the_shifted_patch_addition_has_the_gradient_of_its_function():
         patches = torch.randn(2 * h * w, c_out * (s * r) ** 2, dtype=torch.float64, requires_grad=True)
         assert torch.autograd.gradcheck(lambda p: models.AddShiftedPatches.apply(p, (2, h, w), c_out, s, r),
                                         (patches,))
+
+
+def test_the_transposed_convolution_has_the_gradient_of_its_function():
+    """Its backward (two ordinary convolutions) against finite differences (float64), strides 2 and (3, 2)."""
+    torch.manual_seed(0)
+    for stride, kernel in ((2, 3), ((3, 2), 4)):
+        x = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+        weight = torch.randn(3, 2, kernel, kernel, dtype=torch.float64, requires_grad=True)
+        bias = torch.randn(2, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda *a: models.TransposedConvolution.apply(*a, stride), (x, weight, bias))
 
 
 def test_the_fast_conv_vae_keeps_its_layout_through_a_checkpoint(tmp_path):
