@@ -126,8 +126,9 @@ class FastConvTranspose2d(nn.ConvTranspose2d):
       pixel i lands on output row s*(i + p) + a, so the col2im is r*r shifted additions, one per
       (p, q), each filling all s*s "phases" (a, b) at once (`AddShiftedPatches`).
     Other shapes without padding, dilation or groups run PyTorch's kernel forward and a backward made of
-    two ordinary convolutions (`TransposedConvolution`); the rest go to the parent. Same parameters and state-dict keys, so checkpoints load into either layer; outputs and gradients
-    agree with `nn.ConvTranspose2d` (tests/test_models.py).
+    two ordinary convolutions (`TransposedConvolution`); the rest go to the parent. Same parameters and
+    state-dict keys, so checkpoints load into either layer; outputs and gradients agree with
+    `nn.ConvTranspose2d` (tests/test_models.py).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -171,7 +172,8 @@ class AddShiftedPatches(torch.autograd.Function):
     def forward(ctx, patches, image_size, c_out, s, r):  # r: taps per phase, k = s*r
         batch, h, w = image_size
         ctx.shape = (batch, h, w, c_out, s, r)
-        taps = patches.view(batch, h, w, c_out, r, s, r, s).permute(0, 3, 1, 5, 2, 7, 4, 6)  # (B, C_out, i, a, j, b, p, q)
+        taps = patches.view(batch, h, w, c_out, r, s, r, s)  # kernel row s*p + a, column s*q + b
+        taps = taps.permute(0, 3, 1, 5, 2, 7, 4, 6)  # (B, C_out, i, a, j, b, p, q)
         out = patches.new_zeros(batch, c_out, h + r - 1, s, w + r - 1, s)  # (B, C_out, row, a, column, b)
         for p in range(r):
             for q in range(r):
@@ -229,10 +231,11 @@ class ConvVAE(nn.Module):
              -> convT k6 s2 -> (B, 128, 12, 12) -> convT k6 s2 -> (B, 1, 28, 28)
 
     `fast=True` computes the transposed convolutions as `FastConvTranspose2d` does (the first, on a 1x1
-    input, as a linear map; the last as a matrix product and shifted additions), and stores the other
-    convolutions' weights channels-last (channels innermost in memory), the layout in which PyTorch's CPU kernels (oneDNN)
-    run them fastest and in which the last layer reads each pixel's channels as one matrix row without a
-    copy: the same function and parameters, fewer CPU cycles (benchmarks/train_speed.py).
+    input, as a linear map; the middle with a backward of two convolutions; the last as a matrix product
+    and shifted additions), and stores the other convolutions' weights channels-last (channels innermost
+    in memory): PyTorch's CPU kernels (oneDNN) run them fastest so, and their outputs come channels-last,
+    so the last layer reads each pixel's channels as one matrix row without a copy. The same function
+    and parameters, fewer CPU cycles (benchmarks/train_speed.py).
     Introduced in: 06_conv_vae
     """
 
