@@ -79,3 +79,12 @@ def test_bits_per_dim_divides_by_the_pixels_and_ln_2():
     assert math.isclose(losses.bits_per_dim(86.76), 86.76 / math.log(2) / 784)
     with pytest.raises(ValueError, match="dims must be a positive number of pixels"):
         losses.bits_per_dim(1.0, dims=0)
+
+
+def test_log_likelihood_per_image_is_the_bernoulli_log_probability_of_each_image():
+    torch.manual_seed(0)
+    x = torch.rand(4, 784)  # grey levels, as the course trains on
+    logits = 3 * torch.randn(5, 4, 784)  # five draws of z for each of four images
+    reference = D.Bernoulli(logits=logits, validate_args=False).log_prob(x).sum(-1)  # (5, 4)
+    assert torch.allclose(losses.log_likelihood_per_image(logits, x), reference, atol=1e-3)
+    assert torch.allclose(losses.log_likelihood_per_image(logits[0], x).sum(), -losses.bce_with_logits(logits[0], x))

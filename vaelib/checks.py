@@ -71,6 +71,7 @@ def check_warmup_epochs(warmup_epochs) -> int:
 
 
 MAX_LATENT_DIM = 4096  # far beyond any model of the course; a bigger one would not fit in memory
+MAX_HIDDEN_LAYERS = 8  # hidden layers per side of the MLP VAE; the course uses 1 and 2
 
 
 def check_latent_dim(latent_dim) -> int:

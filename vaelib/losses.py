@@ -36,6 +36,15 @@ def bce_with_logits(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
 
 
+def log_likelihood_per_image(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log p(x | z) of each image under the decoder's Bernoulli pixels: minus its BCE, summed over pixels.
+
+    logits (..., N, 784), x (N, 784), broadcast over the leading dimensions (one per draw of z) -> (..., N).
+    Introduced in: 04_beta (the importance-weighted bound), 09_loss (`train.elbo`)
+    """
+    return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+
+
 def kl_terms(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mu, sigma^2) || N(0, 1)) of each image and latent unit, in closed form.  (B, L), (B, L) -> (B, L)
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_latent_dim, check_positive_int  # noqa: F401  (check_latent_dim: its home is checks.py)
+from .checks import MAX_HIDDEN_LAYERS, check_latent_dim, check_positive_int  # noqa: F401  (check_latent_dim: its home is checks.py)
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -86,7 +86,7 @@ class VAE(nn.Module):
     def __init__(self, latent_dim: int = 2, hidden_dim: int = 400, activation: str = "relu", hidden_layers: int = 1):
         super().__init__()
         self.latent_dim = check_latent_dim(latent_dim)
-        check_positive_int("hidden_layers", hidden_layers, maximum=8)
+        check_positive_int("hidden_layers", hidden_layers, maximum=MAX_HIDDEN_LAYERS)
         encoder = [nn.Linear(784, hidden_dim), activation_layer(activation)]  # (B, 784) -> (B, H)
         decoder = [nn.Linear(latent_dim, hidden_dim), nn.ReLU()]  # (B, L) -> (B, H)
         for _ in range(hidden_layers - 1):

@@ -19,6 +19,10 @@ from torch import nn
 from . import checkpoints, checks, data, files, losses, models, train
 from .device import check_mixed_precision
 
+# Recipe settings that a config records only where a recipe sets them, and that a checkpoint must match
+# (a sidecar without one has its default: grey-level MNIST, a constant learning rate, the plain loss).
+PINNED_SETTINGS = ("binarized", "final_lr", "dataset", "warmup_epochs", "free_bits")
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -45,7 +49,7 @@ class Recipe:
 
     def config(self) -> dict:
         config = {key: getattr(self, key) for key in checkpoints.CONFIG_KEYS}
-        extras = {key: getattr(self, key) for key in ("binarized", "final_lr", "dataset", "warmup_epochs", "free_bits")
+        extras = {key: getattr(self, key) for key in PINNED_SETTINGS
                   if getattr(self, key) != getattr(Recipe, key)}  # only when set: older recipes keep their hash
         return {**config, "options": self.options(), **extras}
 
@@ -54,8 +58,7 @@ class Recipe:
         decay, warm-up or free bits other than its own (a sidecar without the key has none: grey-level MNIST,
         a constant rate, the plain loss). Introduced in: 12_collection"""
         config = self.config()
-        pinned = ("binarized", "final_lr", "dataset", "warmup_epochs", "free_bits")
-        return {**config, **{key: config.get(key) for key in pinned}}
+        return {**config, **{key: config.get(key) for key in PINNED_SETTINGS}}
 
     def options(self) -> dict:
         """Model options beyond kind, size and activation (the MLP VAE's only where not the default)."""

@@ -59,7 +59,7 @@ def _check_fields(sidecar) -> None:
     if "hidden_dim" in options:
         checks.check_positive_int("hidden_dim", options["hidden_dim"], maximum=checks.MAX_LATENT_DIM)
     if "hidden_layers" in options:
-        checks.check_positive_int("hidden_layers", options["hidden_layers"], maximum=8)
+        checks.check_positive_int("hidden_layers", options["hidden_layers"], maximum=checks.MAX_HIDDEN_LAYERS)
     if sidecar["dtype"] not in DTYPE_NAMES:
         raise ValueError(f"dtype must be one of {DTYPE_NAMES}, got {sidecar['dtype']!r:.60}")
     name = sidecar["weights_file"]

@@ -207,8 +207,7 @@ def importance_weighted_bound(model: nn.Module, x: torch.Tensor, k: int = 1000, 
             logits = torch.cat([model.decode_logits(flat_z[i : i + decode_batch], *_rows(flat_y, i, decode_batch, device))
                                 for i in range(0, len(flat_z), decode_batch)])
             logits = logits.view(k, len(batch), 784)  # (k, b, 784)
-            log_px_z = -torch.nn.functional.binary_cross_entropy_with_logits(
-                logits, batch.expand_as(logits), reduction="none").sum(-1)  # (k, b)
+            log_px_z = losses.log_likelihood_per_image(logits, batch)  # (k, b)
             log_pz = _log_normal(z, torch.zeros_like(z), torch.zeros_like(z))  # (k, b)
             log_qz = _log_normal(z, mu, logvar)  # (k, b)
             log_w = log_px_z + log_pz - log_qz  # (k, b)
@@ -231,8 +230,7 @@ def elbo(model: nn.Module, x: torch.Tensor, mu: torch.Tensor | None = None, logv
         torch.manual_seed(seed)
         z = mu + torch.randn(samples, *mu.shape, device=mu.device) * (0.5 * logvar).exp()  # (S, N, L)
     logits = model.decode_logits(z.reshape(-1, z.shape[-1])).view(samples, len(x), -1)  # (S, N, 784)
-    log_px_z = -torch.nn.functional.binary_cross_entropy_with_logits(
-        logits, x.expand_as(logits), reduction="none").sum(-1).mean(0)  # (N,)
+    log_px_z = losses.log_likelihood_per_image(logits, x).mean(0)  # (S, N) -> (N,)
     kl = losses.kl_terms(mu, logvar).sum(-1)  # (N,)
     return log_px_z - beta * kl
 
