@@ -1,14 +1,12 @@
-"""Training and evaluation: Adam, a progress bar, a per-epoch history, and the test metrics.
+"""Training: Adam, a progress bar, a per-epoch history (`fit`, `format_history`).
 
-Each test metric takes `labels` (N,) for a conditional VAE, which reads the digit beside each image.
+The test metrics live in `evaluate` (the loss, the IW bound, the exact 2-D likelihood, active units) and
+the per-image posteriors in `inference`; their names stay importable from here (`train.evaluate`, ...).
 
-Introduced in: 02_autoencoder (fit), 03_vae (evaluate), 04_beta (importance-weighted bound, active units),
-09_loss (the ELBO of any Gaussian q, and q refined per image), 10_collapse (KL warm-up and free bits in fit),
-11_conditional (labels)
+Introduced in: 02_autoencoder (fit), 10_collapse (KL warm-up and free bits in fit), 11_conditional (labels)
 """
 from __future__ import annotations
 
-import math
 import time
 
 import torch
@@ -16,13 +14,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import losses, models
+from .evaluate import (MAX_K, _log_normal, _rows, active_units, conditions, elbo, encode_dataset,  # noqa: F401
+                       evaluate, importance_weighted_bound, model_device)
+from .inference import refine_posterior  # noqa: F401
 from .checks import (check_flag, check_free_bits, check_images, check_labels, check_learning_rate,  # noqa: F401
                      check_number, check_positive_int, check_seed, check_warmup_epochs)
 from .data import Batches
 from .device import autocast, check_mixed_precision, choose_precision, default_device, grad_scaler, resolve_device  # noqa: F401
-
-
-MAX_K = 100_000  # importance samples: k = 1000 is the literature's; 100,000 already takes minutes per image batch
 
 
 class TrainingDiverged(RuntimeError):
@@ -140,173 +138,3 @@ def format_history(history: list[dict]) -> str:
             line += f", test loss {row['test_loss']:.2f}"
         lines.append(line)
     return "\n".join(lines)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, beta: float = 1.0, batch_size: int = 1000, seed: int = 0,
-             precision: str = "float32", labels: torch.Tensor | None = None) -> dict:
-    """Per-image test loss (BCE + beta * KL) and its parts, with one z sampled per image.
-
-    With beta = 1, `loss` is the negative ELBO in nats: an upper bound on -log p(x) of the model's Bernoulli
-    decoder, which is a probability only for binary images (see `losses.binary_entropy_floor`). The sampling
-    uses its own seed and leaves the global random state as it was. A conditional VAE needs `labels` (N,):
-    its `loss` then bounds -log p(x | y).
-    """
-    labels = conditions(model, labels, len(x))
-    device = next(model.parameters()).device
-    model.eval()
-    sums = torch.zeros(3, dtype=torch.float64)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for start in range(0, len(x), batch_size):
-            batch = x[start : start + batch_size].to(device)
-            with autocast(device, precision):
-                logits, mu, logvar = model(batch, *_rows(labels, start, batch_size, device))
-            sums += torch.stack([p for p in losses.vae_loss(logits, batch, mu, logvar, beta)]).double().cpu()
-    return dict(zip(("loss", "reconstruction", "kl"), (sums / len(x)).tolist()))
-
-
-def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """log N(z; mu, diag(exp(logvar))), summed over the last dimension."""
-    return -0.5 * (math.log(2 * math.pi) + logvar + (z - mu).pow(2) / logvar.exp()).sum(-1)
-
-
-@torch.no_grad()
-def importance_weighted_bound(model: nn.Module, x: torch.Tensor, k: int = 1000, seed: int = 0,
-                              images_per_chunk: int | None = None, decode_batch: int = 8192,
-                              progress: bool = False, posterior: tuple | None = None,
-                              labels: torch.Tensor | None = None) -> torch.Tensor:
-    """log p(x) >= log (1/k) sum_i p(x, z_i) / q(z_i | x), z_i ~ q(z | x), per image.  (N, 784) -> (N,)
-
-    Burda, Grosse and Salakhutdinov, "Importance Weighted Autoencoders" (2016), eq. 8. With k = 1 it is
-    the ELBO; it tightens as k grows. Computed with log-sum-exp, in chunks of images. q is the encoder's,
-    or the Gaussians `posterior = (mu, logvar)`, each (N, L), when given (`refine_posterior`'s).
-    A conditional VAE needs `labels` (N,), and bounds log p(x | y): every term is conditioned on the label.
-    Introduced in: 04_beta
-    """
-    check_positive_int("k", k, maximum=MAX_K)
-    labels = conditions(model, labels, len(x))
-    device = next(model.parameters()).device
-    model.eval()
-    chunk = images_per_chunk or max(1, decode_batch // k)
-    bounds = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for start in tqdm(range(0, len(x), chunk), desc="IW bound", disable=not progress):
-            batch = x[start : start + chunk].to(device)  # (b, 784)
-            y = _rows(labels, start, chunk, device)  # ((b,),) for a conditional VAE, else ()
-            if posterior is None:
-                mu, logvar = model.encode(batch, *y)  # (b, L)
-            else:
-                mu, logvar = (p[start : start + chunk].to(device) for p in posterior)  # (b, L)
-            if logvar is None:
-                raise ValueError("the importance-weighted bound needs a VAE: this model has no logvar")
-            z = mu + torch.randn(k, *mu.shape, device=device) * (0.5 * logvar).exp()  # (k, b, L)
-            flat_z = z.reshape(-1, z.shape[-1])  # (k*b, L)
-            flat_y = y[0].repeat(k) if y else None  # (k*b,): the label of each z's image, in z's order
-            logits = torch.cat([model.decode_logits(flat_z[i : i + decode_batch], *_rows(flat_y, i, decode_batch, device))
-                                for i in range(0, len(flat_z), decode_batch)])
-            logits = logits.view(k, len(batch), 784)  # (k, b, 784)
-            log_px_z = losses.log_likelihood_per_image(logits, batch)  # (k, b)
-            log_pz = _log_normal(z, torch.zeros_like(z), torch.zeros_like(z))  # (k, b)
-            log_qz = _log_normal(z, mu, logvar)  # (k, b)
-            log_w = log_px_z + log_pz - log_qz  # (k, b)
-            bounds.append(torch.logsumexp(log_w, dim=0) - math.log(k))  # (b,)
-    return torch.cat(bounds).cpu()
-
-
-def elbo(model: nn.Module, x: torch.Tensor, mu: torch.Tensor | None = None, logvar: torch.Tensor | None = None,
-         samples: int = 1, seed: int = 0, beta: float = 1.0) -> torch.Tensor:
-    """The ELBO of each image, E_q[log p(x | z)] - beta * KL(q || N(0, I)), in nats.  (N, 784) -> (N,)
-
-    q = N(mu, diag(exp(logvar))), each (N, L): the encoder's when not given. The expectation is a mean over
-    `samples` draws of z (reparameterized, so it has gradients with respect to mu and logvar); the KL is
-    exact. Uses its own seed and leaves the global random state as it was. Introduced in: 09_loss
-    """
-    check_positive_int("samples", samples)
-    if mu is None:
-        mu, logvar = model.encode(x)  # (N, L), (N, L)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        z = mu + torch.randn(samples, *mu.shape, device=mu.device) * (0.5 * logvar).exp()  # (S, N, L)
-    logits = model.decode_logits(z.reshape(-1, z.shape[-1])).view(samples, len(x), -1)  # (S, N, 784)
-    log_px_z = losses.log_likelihood_per_image(logits, x).mean(0)  # (S, N) -> (N,)
-    kl = losses.kl_terms(mu, logvar).sum(-1)  # (N,)
-    return log_px_z - beta * kl
-
-
-def refine_posterior(model: nn.Module, x: torch.Tensor, steps: int = 300, lr: float = 0.01, samples: int = 8,
-                     seed: int = 0, beta: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """A Gaussian q of each image's own, fitted to its ELBO with the decoder frozen: (mu, logvar), (N, L) each.
-
-    Starts at the encoder's (mu, logvar) and takes `steps` Adam steps on the images' summed -ELBO
-    (`samples` draws of z per step; each image's q has its own parameters, so the images do not interact).
-    The ELBO gained over the encoder's q is the amortization gap of Cremer, Li and Duvenaud, "Inference
-    Suboptimality in Variational Autoencoders" (2018): what one network answering for every image loses
-    against the best Gaussian for each. Introduced in: 09_loss
-    """
-    check_positive_int("steps", steps, minimum=0)
-    model.eval()
-    with torch.no_grad():
-        mu, logvar = model.encode(x)  # (N, L), (N, L)
-    mu, logvar = mu.clone().requires_grad_(), logvar.clone().requires_grad_()
-    frozen = [p.requires_grad for p in model.parameters()]
-    model.requires_grad_(False)
-    try:
-        optimizer = torch.optim.Adam([mu, logvar], lr=check_learning_rate(lr))
-        for step in range(steps):
-            loss = -elbo(model, x, mu, logvar, samples=samples, seed=seed + 1 + step, beta=beta).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    finally:
-        for p, flag in zip(model.parameters(), frozen):
-            p.requires_grad_(flag)
-    return mu.detach(), logvar.detach()
-
-
-@torch.no_grad()
-def encode_dataset(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None,
-                   batch_size: int = 2000) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The latent means `mu` (N, L) of every image (the autoencoder: its code), with the labels.
-
-    A conditional VAE encodes each image with its label `y`: q(z | x, y).
-    """
-    condition = conditions(model, y if models.is_conditional(model) else None, len(x), "y")  # plain: y only passes through
-    device = next(model.parameters()).device
-    model.eval()
-    mus = [model.encode(x[s : s + batch_size].to(device), *_rows(condition, s, batch_size, device))[0].cpu()
-           for s in range(0, len(x), batch_size)]
-    return torch.cat(mus), y
-
-
-@torch.no_grad()
-def active_units(model: nn.Module, x: torch.Tensor, threshold: float = 0.01,
-                 labels: torch.Tensor | None = None) -> tuple[int, torch.Tensor]:
-    """Units u whose Var_x(E_q[z_u | x]) exceeds `threshold` (Burda et al. 2016, section 5.2).
-
-    Returns the count and the per-unit variances (L,). A conditional VAE needs `labels` (N,).
-    Introduced in: 04_beta
-    """
-    mu, _ = encode_dataset(model, x, labels)  # (N, L)
-    variance = mu.double().var(dim=0)  # (L,)
-    return int((variance > threshold).sum()), variance.float()
-
-
-def conditions(model: nn.Module, labels: torch.Tensor | None, count: int, name: str = "labels") -> torch.Tensor | None:
-    """`labels` checked for `model`: (N,) digits for a conditional VAE, which needs them; None for any other.
-
-    Introduced in: 11_conditional
-    """
-    if not models.is_conditional(model):
-        if labels is not None:
-            raise ValueError(f"{name} were given, but a {type(model).__name__} does not read labels: leave them out")
-        return None
-    if labels is None:
-        raise ValueError(f"a {type(model).__name__} reads the digit beside each image: pass {name}= (N,) digits")
-    return check_labels(name, labels, count, model.num_classes)
-
-
-def _rows(labels: torch.Tensor | None, start: int, size: int, device) -> tuple:
-    """(labels[start : start + size] on `device`,) to pass after the images, or () when there are none."""
-    return () if labels is None else (labels[start : start + size].to(device),)
