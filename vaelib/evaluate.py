@@ -16,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import grid, losses, models
-from .checks import check_labels, check_positive_int
+from .checks import check_labels, check_number, check_positive_int
 from .device import autocast
 
 
@@ -61,21 +61,52 @@ def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torc
 def importance_weighted_bound(model: nn.Module, x: torch.Tensor, k: int = 1000, seed: int = 0,
                               images_per_chunk: int | None = None, decode_batch: int = 8192,
                               progress: bool = False, posterior: tuple | None = None,
-                              labels: torch.Tensor | None = None) -> torch.Tensor:
+                              labels: torch.Tensor | None = None, sigma_scale: float = 1.0,
+                              prior_share: float = 0.0) -> torch.Tensor:
     """log p(x) >= log (1/k) sum_i p(x, z_i) / q(z_i | x), z_i ~ q(z | x), per image.  (N, 784) -> (N,)
 
     Burda, Grosse and Salakhutdinov, "Importance Weighted Autoencoders" (2016), eq. 8. With k = 1 it is
     the ELBO; it tightens as k grows. Computed with log-sum-exp, in chunks of images. q is the encoder's,
     or the Gaussians `posterior = (mu, logvar)`, each (N, L), when given (`refine_posterior`'s).
+    The proposal can be made wider than q (chapter 9): `sigma_scale` multiplies its sigma, and
+    `prior_share` draws that share of the z from the prior N(0, I) instead (a mixture, so that no region
+    the prior covers is missed). Any proposal gives a lower bound; one much narrower than the true
+    posterior gives a loose one however large k is (`effective_sample_size` shows it).
     A conditional VAE needs `labels` (N,), and bounds log p(x | y): every term is conditioned on the label.
     Introduced in: 04_beta
     """
+    bounds = [torch.logsumexp(log_w, dim=0) - math.log(k)  # (b,)
+              for log_w, _, _ in _log_weights(model, x, k, seed, images_per_chunk, decode_batch, progress, posterior,
+                                        labels, sigma_scale, prior_share)]
+    return torch.cat(bounds).cpu()
+
+
+@torch.no_grad()
+def effective_sample_size(model: nn.Module, x: torch.Tensor, k: int = 1000, seed: int = 0, **proposal) -> torch.Tensor:
+    """Kish's effective number of the k importance samples of each image: (sum w)^2 / sum w^2.  (N,)
+
+    k when every weight is equal; near 1 when one draw takes all the weight, and then the IW bound is
+    about as loose as that one draw's. `proposal`: importance_weighted_bound's posterior, labels,
+    sigma_scale, prior_share. Introduced in: 09_loss
+    """
+    sizes = [torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0))  # (b,)
+             for log_w, _, _ in _log_weights(model, x, k, seed, **proposal)]
+    return torch.cat(sizes).cpu()
+
+
+def _log_weights(model, x, k, seed, images_per_chunk=None, decode_batch=8192, progress=False, posterior=None,
+                 labels=None, sigma_scale=1.0, prior_share=0.0, visible=None):
+    """Per chunk of images: log p(x_vis, z_i) - log r(z_i | x) (k, b) of k draws z_i from the proposal r,
+    the logits (k, b, 784) and the draws (k, b, L). `visible` (784,): only those pixels count."""
     check_positive_int("k", k, maximum=MAX_K)
+    sigma_scale = check_number("sigma_scale", sigma_scale, strict=True)
+    prior_share = check_number("prior_share", prior_share)
+    if prior_share >= 1:
+        raise ValueError(f"prior_share must be below 1 (the encoder's q must keep a share), got {prior_share}")
     labels = conditions(model, labels, len(x))
     device = model_device(model)
     model.eval()
     chunk = images_per_chunk or max(1, decode_batch // k)
-    bounds = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for start in tqdm(range(0, len(x), chunk), desc="IW bound", disable=not progress):
@@ -87,36 +118,49 @@ def importance_weighted_bound(model: nn.Module, x: torch.Tensor, k: int = 1000, 
                 mu, logvar = (p[start : start + chunk].to(device) for p in posterior)  # (b, L)
             if logvar is None:
                 raise ValueError("the importance-weighted bound needs a VAE: this model has no logvar")
+            logvar = logvar + 2 * math.log(sigma_scale)  # (b, L): sigma times sigma_scale
             z = mu + torch.randn(k, *mu.shape, device=device) * (0.5 * logvar).exp()  # (k, b, L)
+            zeros = torch.zeros_like(z)
+            if prior_share > 0:  # the mixture: each draw from the prior with probability prior_share
+                from_prior = torch.rand(k, len(batch), 1, device=device) < prior_share  # (k, b, 1)
+                z = torch.where(from_prior, torch.randn_like(z), z)
             flat_z = z.reshape(-1, z.shape[-1])  # (k*b, L)
             flat_y = y[0].repeat(k) if y else None  # (k*b,): the label of each z's image, in z's order
             logits = torch.cat([model.decode_logits(flat_z[i : i + decode_batch], *_rows(flat_y, i, decode_batch, device))
                                 for i in range(0, len(flat_z), decode_batch)])
             logits = logits.view(k, len(batch), 784)  # (k, b, 784)
-            log_px_z = losses.log_likelihood_per_image(logits, batch)  # (k, b)
-            log_pz = _log_normal(z, torch.zeros_like(z), torch.zeros_like(z))  # (k, b)
+            log_px_z = losses.log_likelihood_per_image(logits, batch, visible)  # (k, b)
+            log_pz = _log_normal(z, zeros, zeros)  # (k, b)
             log_qz = _log_normal(z, mu, logvar)  # (k, b)
-            log_w = log_px_z + log_pz - log_qz  # (k, b)
-            bounds.append(torch.logsumexp(log_w, dim=0) - math.log(k))  # (b,)
-    return torch.cat(bounds).cpu()
+            if prior_share > 0:
+                log_qz = torch.logaddexp(math.log1p(-prior_share) + log_qz, math.log(prior_share) + log_pz)
+            yield log_px_z + log_pz - log_qz, logits, z  # (k, b), (k, b, 784), (k, b, L)
 
 
 def elbo(model: nn.Module, x: torch.Tensor, mu: torch.Tensor | None = None, logvar: torch.Tensor | None = None,
-         samples: int = 1, seed: int = 0, beta: float = 1.0) -> torch.Tensor:
+         samples: int = 1, seed: int = 0, beta: float = 1.0, visible: torch.Tensor | None = None,
+         labels: torch.Tensor | None = None) -> torch.Tensor:
     """The ELBO of each image, E_q[log p(x | z)] - beta * KL(q || N(0, I)), in nats.  (N, 784) -> (N,)
 
     q = N(mu, diag(exp(logvar))), each (N, L): the encoder's when not given. The expectation is a mean over
     `samples` draws of z (reparameterized, so it has gradients with respect to mu and logvar); the KL is
-    exact. Uses its own seed and leaves the global random state as it was. Introduced in: 09_loss
+    exact. Uses its own seed and leaves the global random state as it was. `visible` (784,): only those
+    pixels count (the ELBO of log p(x_visible), chapter 8). A conditional VAE needs `labels` (N,).
+    Introduced in: 09_loss
     """
     check_positive_int("samples", samples)
+    labels = conditions(model, labels, len(x))
+    device = model_device(model)
+    x = x.to(device)
+    y = () if labels is None else (labels.to(device),)
     if mu is None:
-        mu, logvar = model.encode(x)  # (N, L), (N, L)
+        mu, logvar = model.encode(x, *y)  # (N, L), (N, L)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        z = mu + torch.randn(samples, *mu.shape, device=mu.device) * (0.5 * logvar).exp()  # (S, N, L)
-    logits = model.decode_logits(z.reshape(-1, z.shape[-1])).view(samples, len(x), -1)  # (S, N, 784)
-    log_px_z = losses.log_likelihood_per_image(logits, x).mean(0)  # (S, N) -> (N,)
+        z = mu + torch.randn(samples, *mu.shape).to(mu.device) * (0.5 * logvar).exp()  # (S, N, L)
+    flat_y = () if labels is None else (y[0].repeat(samples),)  # (S*N,): each draw's label
+    logits = model.decode_logits(z.reshape(-1, z.shape[-1]), *flat_y).view(samples, len(x), -1)  # (S, N, 784)
+    log_px_z = losses.log_likelihood_per_image(logits, x, visible).mean(0)  # (S, N) -> (N,)
     kl = losses.kl_terms(mu, logvar).sum(-1)  # (N,)
     return log_px_z - beta * kl
 

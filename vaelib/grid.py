@@ -93,9 +93,9 @@ def _log_joint_sums(model, x, visible, box, step, chunk, means: bool, sample_gen
         new_lse = torch.logaddexp(lse, chunk_lse)  # (N,)
         if means:
             old = torch.exp(lse - new_lse)[:, None]  # (N, 1): rescale the running sums
-            weights = scaled.double() * torch.exp(peak.double() - new_lse)[:, None]  # (N, g)
-            mean_p = mean_p * old + weights @ torch.sigmoid(logits).double()  # (N, 784)
-            mean_z = mean_z * old + weights @ zd
+            weights = scaled * torch.exp(peak.double() - new_lse).float()[:, None]  # (N, g), summing to <= 1
+            mean_p = mean_p * old + (weights @ torch.sigmoid(logits)).double()  # (N, 784)
+            mean_z = mean_z * old + weights.double() @ zd
         if sample_gen is not None:
             gumbel = -torch.log(-torch.log(torch.rand(log_joint.shape, generator=sample_gen).clamp_min(1e-30))).to(device)
             score, where = (log_joint.double() + gumbel).max(1)

@@ -36,13 +36,15 @@ def bce_with_logits(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
 
 
-def log_likelihood_per_image(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def log_likelihood_per_image(logits: torch.Tensor, x: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:
     """log p(x | z) of each image under the decoder's Bernoulli pixels: minus its BCE, summed over pixels.
 
     logits (..., N, 784), x (N, 784), broadcast over the leading dimensions (one per draw of z) -> (..., N).
+    `visible` (784,) or (N, 784), 1 for a pixel that is seen: only those count (chapter 8's half digits).
     Introduced in: 04_beta (the importance-weighted bound), 09_loss (`train.elbo`)
     """
-    return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+    per_pixel = F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
+    return -(per_pixel if visible is None else per_pixel * visible.to(per_pixel.dtype)).sum(-1)
 
 
 def kl_terms(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

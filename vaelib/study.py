@@ -18,7 +18,9 @@ import concurrent.futures
 import csv
 import dataclasses
 import io
+import itertools
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -26,6 +28,7 @@ import statistics
 import time
 from pathlib import Path
 
+import scipy.stats
 import torch
 from tqdm.auto import tqdm
 
@@ -267,3 +270,53 @@ def run(recipe: str, seeds: str | list[int], out: str | os.PathLike = "results/s
     bar.close()
     return write_table(folder)
 
+
+
+def compare(table_a: list[dict], table_b: list[dict], metric: str = "neg_elbo", alpha: float = 0.05) -> dict:
+    """Is `metric` different between two studies? Seeds are the unit: each seed is one independent run.
+
+    Returns the difference of the means (a minus b), its 95 % interval (Welch's t, Welch-Satterthwaite
+    degrees of freedom), Welch's two-sided p, the exact two-sided permutation p (every way of splitting
+    the pooled seeds into groups of the two sizes: 252 ways for 5 and 5, so p >= 2/252 = 0.008), and
+    `text`, one line that says it. The difference counts as resolved only when both p are below `alpha`;
+    otherwise the line says "not resolved with n seeds", and so must the sentence the book writes.
+    Introduced in: 04_beta
+    """
+    a, b = (_values(table, metric) for table in (table_a, table_b))
+    if min(len(a), len(b)) < 2:
+        raise ValueError(f"compare needs at least two seeds per study with {metric!r}: got {len(a)} and {len(b)}")
+    var_a, var_b = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    difference = statistics.fmean(a) - statistics.fmean(b)
+    se = math.sqrt(var_a + var_b)
+    if se == 0:
+        raise ValueError(f"every seed of both studies has the same {metric!r}: there is no spread to test against")
+    dof = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1))
+    half = scipy.stats.t.ppf(0.975, dof) * se
+    welch = 2 * scipy.stats.t.sf(abs(difference) / se, dof)
+    pooled, observed = a + b, abs(difference)
+    splits = list(itertools.combinations(range(len(pooled)), len(a)))
+    extreme = sum(abs(statistics.fmean(pooled[i] for i in chosen)
+                      - statistics.fmean(pooled[i] for i in range(len(pooled)) if i not in chosen)) >= observed - 1e-12
+                  for chosen in splits)
+    permutation = extreme / len(splits)
+    resolved = welch < alpha and permutation < alpha
+    name = HEADINGS[COLUMNS.index(metric)] if metric in COLUMNS else metric
+    text = (f"{name}: {_recipe(table_a)} minus {_recipe(table_b)} {difference:+.2f} (95 % interval "
+            f"{difference - half:+.2f} to {difference + half:+.2f}), Welch p = {welch:.3f}, permutation p = "
+            f"{permutation:.3f}, {len(a)} and {len(b)} seeds: "
+            + ("resolved" if resolved else f"not resolved with {len(a)} and {len(b)} seeds"))
+    return {"metric": metric, "n_a": len(a), "n_b": len(b), "mean_a": statistics.fmean(a), "mean_b": statistics.fmean(b),
+            "difference": difference, "interval": (difference - half, difference + half), "welch_p": welch,
+            "permutation_p": permutation, "resolved": resolved, "text": text}
+
+
+def _values(table: list[dict], metric: str) -> list[float]:
+    values = [float(row[metric]) for row in table if row.get(metric) is not None]
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"the table's {metric!r} holds a value that is not finite: rerun that seed")
+    return values
+
+
+def _recipe(table: list[dict]) -> str:
+    names = sorted({str(row.get("recipe")) for row in table})
+    return names[0] if len(names) == 1 else "+".join(names)
