@@ -31,11 +31,13 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """z = mu + eps * sigma with eps ~ N(0, I) and sigma = exp(logvar / 2).  (B, L) -> (B, L)
 
     The noise is drawn outside the network, so gradients flow through mu and logvar
-    (Kingma and Welling 2014, section 2.4). Introduced in: 03_vae
+    (Kingma and Welling 2014, section 2.4). It is drawn, and z computed, in float32 even under bfloat16
+    autocast: PyTorch draws bfloat16 noise by another route, so the same seed would give another sample
+    (a different draw, not a rounding of the same one) in each precision. Introduced in: 03_vae
     """
-    std = torch.exp(0.5 * logvar)
-    eps = torch.randn_like(std)
-    return mu + eps * std
+    std = torch.exp(0.5 * logvar.float())  # (B, L) float32
+    eps = torch.randn(std.shape, device=std.device)  # (B, L) float32, whatever the autocast dtype
+    return mu.float() + eps * std
 
 
 class Autoencoder(nn.Module):
