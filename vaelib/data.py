@@ -344,7 +344,8 @@ class Batches:
     def __iter__(self):
         n = len(self.tensors[0])
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.tensors[0].device)  # on a GPU: one copy per pass, not one wait per batch
         for start in range(0, n, self.batch_size):
             index = order[start : start + self.batch_size]
-            batch = tuple(t[index] for t in self.tensors)
+            batch = tuple(t[index.to(t.device)] for t in self.tensors)  # no copy where they share a device
             yield batch if len(batch) > 1 else batch[0]

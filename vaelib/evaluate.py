@@ -110,11 +110,18 @@ def elbo(model: nn.Module, x: torch.Tensor, mu: torch.Tensor | None = None, logv
     exact. Uses its own seed and leaves the global random state as it was. Introduced in: 09_loss
     """
     check_positive_int("samples", samples)
+    device = model_device(model)
+    x, mu, logvar = (None if t is None else t.to(device) for t in (x, mu, logvar))
+    return _elbo(model, x, mu, logvar, samples, seed, beta).cpu()  # (N,), differentiable back to mu, logvar
+
+
+def _elbo(model, x, mu, logvar, samples, seed, beta) -> torch.Tensor:
+    """`elbo` on the model's device, for tensors already there (refine_posterior's loop)."""
     if mu is None:
         mu, logvar = model.encode(x)  # (N, L), (N, L)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        z = mu + torch.randn(samples, *mu.shape, device=mu.device) * (0.5 * logvar).exp()  # (S, N, L)
+        z = mu + torch.randn(samples, *mu.shape).to(mu.device) * (0.5 * logvar).exp()  # (S, N, L)
     logits = model.decode_logits(z.reshape(-1, z.shape[-1])).view(samples, len(x), -1)  # (S, N, 784)
     log_px_z = losses.log_likelihood_per_image(logits, x).mean(0)  # (S, N) -> (N,)
     kl = losses.kl_terms(mu, logvar).sum(-1)  # (N,)

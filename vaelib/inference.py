@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .checks import check_learning_rate, check_positive_int
-from .evaluate import elbo
+from .evaluate import _elbo, model_device
 
 
 def refine_posterior(model: nn.Module, x: torch.Tensor, steps: int = 300, lr: float = 0.01, samples: int = 8,
@@ -19,9 +19,10 @@ def refine_posterior(model: nn.Module, x: torch.Tensor, steps: int = 300, lr: fl
     (`samples` draws of z per step; each image's q has its own parameters, so the images do not interact).
     The ELBO gained over the encoder's q is the amortization gap of Cremer, Li and Duvenaud, "Inference
     Suboptimality in Variational Autoencoders" (2018): what one network answering for every image loses
-    against the best Gaussian for each. Introduced in: 09_loss
+    against the best Gaussian for each. Runs on the model's device; returns CPU tensors. Introduced in: 09_loss
     """
     check_positive_int("steps", steps, minimum=0)
+    x = x.to(model_device(model))
     model.eval()
     with torch.no_grad():
         mu, logvar = model.encode(x)  # (N, L), (N, L)
@@ -31,11 +32,11 @@ def refine_posterior(model: nn.Module, x: torch.Tensor, steps: int = 300, lr: fl
     try:
         optimizer = torch.optim.Adam([mu, logvar], lr=check_learning_rate(lr))
         for step in range(steps):
-            loss = -elbo(model, x, mu, logvar, samples=samples, seed=seed + 1 + step, beta=beta).sum()
+            loss = -_elbo(model, x, mu, logvar, samples, seed + 1 + step, beta).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
     finally:
         for p, flag in zip(model.parameters(), frozen):
             p.requires_grad_(flag)
-    return mu.detach(), logvar.detach()
+    return mu.detach().cpu(), logvar.detach().cpu()
