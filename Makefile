@@ -4,7 +4,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# MNIST: $VAELIB_DATA if set, else ../shared/data beside this clone when it exists, else ./data.
+# The data root: $VAELIB_DATA if set, else ../shared/data beside this clone when it exists, else ./data
+# (where `make data` downloads MNIST and Fashion-MNIST).
 VAELIB_DATA ?= $(if $(wildcard ../shared/data/MNIST),$(abspath ../shared/data),$(abspath data))
 export VAELIB_DATA
 
@@ -12,7 +13,7 @@ export VAELIB_DATA
 VENDOR := book/web/vendor
 NPM_PACKAGES := mathjax@3.2.2
 
-.PHONY: install book test benchmark benchmark-avx2 clean vendor web-data system-packages
+.PHONY: install data book test benchmark benchmark-avx2 clean vendor web-data system-packages
 
 # The browser tests drive Debian's headless Chromium (no browser download: there is no internet), and
 # the data tests read Debian's Fashion-MNIST. Installed here when missing and possible (root, apt-get).
@@ -42,7 +43,13 @@ web-data: book/web/explorer/models.js
 book/web/explorer/models.js: $(VENV)/.installed $(wildcard checkpoints/*.json) vaelib/web.py
 	$(BIN)/python -m vaelib export-web $@
 
-book: install vendor web-data
+# The datasets, before any chapter runs: read from $VAELIB_DATA (Fashion-MNIST also from Debian's folder),
+# else fetched and checked (from $VAELIB_MIRROR's server when set); where they cannot be, one line says how.
+data: $(VENV)/.installed
+	@$(BIN)/python -m vaelib download --dataset mnist
+	@$(BIN)/python -m vaelib download --dataset fashion-mnist
+
+book: install vendor web-data data
 	# --all: a page whose notebook did not change still shows what the changed library draws now.
 	set -o pipefail; $(BIN)/jupyter-book build . --all --builder html -W -n --keep-going 2>&1 | tee _build_book.log
 

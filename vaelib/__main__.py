@@ -146,10 +146,12 @@ def cmd_train(args) -> None:
 
 
 def cmd_download(args) -> None:
-    folder = data.download(args.dataset, args.root, mirrors=tuple(args.mirror) if args.mirror else None)
+    data.download(args.dataset, args.root, mirrors=tuple(args.mirror) if args.mirror else None)
     for name in data.DATASETS[args.dataset].sha256:  # the files already there were not checked: check all
         data.read_idx(name, args.dataset, args.root)
-    print(f"{args.dataset.upper()} is ready in {folder.absolute()}")
+    where = sorted({str(data.find_file(name, args.dataset, args.root).parent.absolute())
+                    for name in data.DATASETS[args.dataset].sha256})  # Fashion-MNIST: maybe Debian's folder
+    print(f"{args.dataset.upper()} is ready in {', '.join(where)}")
 
 
 def cmd_evaluate(args) -> None:
