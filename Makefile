@@ -44,10 +44,18 @@ book/web/explorer/models.js: $(VENV)/.installed $(wildcard checkpoints/*.json) v
 	$(BIN)/python -m vaelib export-web $@
 
 # The datasets, before any chapter runs: read from $VAELIB_DATA (Fashion-MNIST also from Debian's folder),
-# else fetched and checked (from $VAELIB_MIRROR's server when set); where they cannot be, one line says how.
+# else fetched and checked (from $VAELIB_MIRROR's server when set). Fashion-MNIST that cannot be fetched
+# comes from Debian's dataset-fashion-mnist where apt-get can install it (root); else one line says how.
 data: $(VENV)/.installed
 	@$(BIN)/python -m vaelib download --dataset mnist
-	@$(BIN)/python -m vaelib download --dataset fashion-mnist
+	@error=$$(mktemp); if ! $(BIN)/python -m vaelib download --dataset fashion-mnist 2> $$error; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	    echo "Fashion-MNIST could not be fetched: installing Debian's dataset-fashion-mnist"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist > /dev/null; } \
+	      || { cat $$error >&2; rm -f $$error; exit 1; }; \
+	    $(BIN)/python -m vaelib download --dataset fashion-mnist || { rm -f $$error; exit 1; }; \
+	  else cat $$error >&2; rm -f $$error; exit 1; fi; \
+	fi; rm -f $$error
 
 book: install vendor web-data data
 	# --all: a page whose notebook did not change still shows what the changed library draws now.
