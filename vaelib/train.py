@@ -137,6 +137,8 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
             scaler.update()
             sums += values
             bar.update(1)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # once per epoch: the epoch's time includes its queued kernels
         row = {"epoch": epoch, "seconds": time.perf_counter() - start, "precision": precision, "lr": epoch_lr,
                "beta": beta_sum / len(batches)}
         row.update(zip(("train_loss", "train_reconstruction", "train_kl"), (sums / len(train_x)).cpu().tolist()))
