@@ -35,9 +35,10 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     autocast: PyTorch draws bfloat16 noise by another route, so the same seed would give another sample
     (a different draw, not a rounding of the same one) in each precision. Introduced in: 03_vae
     """
-    std = torch.exp(0.5 * logvar.float())  # (B, L) float32
-    eps = torch.randn(std.shape, device=std.device)  # (B, L) float32, whatever the autocast dtype
-    return mu.float() + eps * std
+    dtype = torch.promote_types(mu.dtype, torch.float32)  # bfloat16 or float16 -> float32; float64 stays
+    std = torch.exp(0.5 * logvar.to(dtype))  # (B, L)
+    eps = torch.randn(std.shape, dtype=dtype, device=std.device)  # (B, L), whatever the autocast dtype
+    return mu.to(dtype) + eps * std
 
 
 class Autoencoder(nn.Module):
