@@ -36,6 +36,9 @@ def test_every_metric_takes_cpu_images_for_a_gpu_model_and_returns_cpu_values(on
 def test_the_judge_reads_cpu_images_with_a_gpu_model(on_gpu):
     _, x = on_gpu
     labels, confidence = judge.predict(x, judge.DigitClassifier().cuda())
+    from vaelib import widgets
+    explorer = widgets.LatentExplorer(on_gpu[0])
+    assert explorer.decoded.device.type == "cpu" and explorer.decoded.shape == (784,)
     assert labels.device.type == confidence.device.type == "cpu" and labels.shape == (64,)
 
 
