@@ -16,7 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoints, checks, data, files, losses, models, train
+from . import checkpoints, checks, data, files, grid, losses, models, train
+
+EXACT_IMAGES = 1000  # test images for the exact -log p(x) of a 2-D model (a grid: about a minute each on 2 cores)
 from .device import check_mixed_precision
 
 # Recipe settings that a config records only where a recipe sets them, and that a checkpoint must match
@@ -127,7 +129,9 @@ def test_metrics(model: nn.Module, test_x: torch.Tensor, iw_images: int = 10_000
     """Negative ELBO (beta = 1) and its parts, the importance-weighted bound, and active units.
 
     All per image, in nats. The IW bound uses k samples on the first `iw_images` test images; the
-    negative ELBO on those same images is given beside it for comparison. A conditional VAE needs the
+    negative ELBO on those same images is given beside it for comparison. A model with a 2-D code also
+    gets its exact -log p(x) (`train.log_likelihood_grid`) on the first `EXACT_IMAGES` of those, with
+    both bounds on the same images beside it. A conditional VAE needs the
     test `labels` (N,); its numbers then bound -log p(x | y).
     """
     metrics = train.evaluate(model, test_x, beta=1.0, labels=labels)
@@ -143,6 +147,14 @@ def test_metrics(model: nn.Module, test_x: torch.Tensor, iw_images: int = 10_000
         "neg_elbo_iw_images": train.evaluate(model, subset, beta=1.0, labels=subset_labels)["loss"],
         "active_units": train.active_units(model, test_x, labels=labels)[0],
     })
+    if grid.has_exact_likelihood(model):  # a 2-D code: the truth the two bounds are read against
+        n = min(EXACT_IMAGES, len(subset))
+        exact_labels = None if labels is None else labels[:n]
+        result.update({
+            "exact_nll": -train.log_likelihood_grid(model, test_x[:n], labels=exact_labels).mean().item(),
+            "exact_images": n, "iw_nll_exact_images": -bound[:n].mean().item(),
+            "neg_elbo_exact_images": train.evaluate(model, test_x[:n], beta=1.0, labels=exact_labels)["loss"],
+        })
     return result
 
 

@@ -33,13 +33,16 @@ from tqdm.auto import tqdm
 
 from . import checkpoints, checks, data, files, registry, train
 
-COLUMNS = ("recipe", "seed", "neg_elbo", "bce", "kl", "iw_nll", "iw_k", "iw_images", "active_units",
-           "dead_units", "clipped_share", "precision", "epochs", "train_subset", "seconds")
-HEADINGS = ("recipe", "seed", "-ELBO", "BCE", "KL", "-IW bound", "IW k", "IW images", "active units",
-            "dead units", "clipped share", "precision", "epochs", "train images", "seconds")
-INTS = ("seed", "iw_k", "iw_images", "active_units", "dead_units", "epochs", "train_subset")
+COLUMNS = ("recipe", "seed", "neg_elbo", "bce", "kl", "iw_nll", "iw_k", "iw_images", "exact_nll", "neg_elbo_exact",
+           "iw_nll_exact", "exact_images", "active_units", "dead_units", "clipped_share", "precision", "epochs",
+           "train_subset", "seconds")
+HEADINGS = ("recipe", "seed", "-ELBO", "BCE", "KL", "-IW bound", "IW k", "IW images", "-log p(x), exact",
+            "-ELBO (exact images)", "-IW (exact images)", "exact images", "active units", "dead units",
+            "clipped share", "precision", "epochs", "train images", "seconds")
+INTS = ("seed", "iw_k", "iw_images", "exact_images", "active_units", "dead_units", "epochs", "train_subset")
 TEXT = ("recipe", "precision")
-SUMMARISED = ("neg_elbo", "bce", "kl", "iw_nll", "active_units", "dead_units", "clipped_share", "seconds")
+SUMMARISED = ("neg_elbo", "bce", "kl", "iw_nll", "exact_nll", "neg_elbo_exact", "iw_nll_exact", "active_units",
+              "dead_units", "clipped_share", "seconds")
 PRECISIONS = ("float32", "bfloat16", "float16")  # --precision: the study's own folder, `<recipe>-<precision>`
 
 
@@ -106,6 +109,8 @@ def _run_seed(name, spec, stem, train_subset, iw_k, threads, train_fn=train_and_
     row = {"recipe": name, "seed": spec.seed, "neg_elbo": metrics.get("neg_elbo"),
            "bce": metrics.get("reconstruction"), "kl": metrics.get("kl"), "iw_nll": metrics.get("iw_nll"),
            "iw_k": metrics.get("iw_k"), "iw_images": metrics.get("iw_images"),
+           "exact_nll": metrics.get("exact_nll"), "neg_elbo_exact": metrics.get("neg_elbo_exact_images"),
+           "iw_nll_exact": metrics.get("iw_nll_exact_images"), "exact_images": metrics.get("exact_images"),
            "active_units": metrics.get("active_units"), "dead_units": metrics.get("dead_units"),
            "clipped_share": metrics.get("clipped_share"), "precision": registry.trained_precision(history),
            "epochs": spec.epochs, "train_subset": train_subset, "seconds": round(seconds, 1)}

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from . import losses, models
 from .evaluate import (MAX_K, _log_normal, _rows, active_units, conditions, elbo, encode_dataset,  # noqa: F401
-                       evaluate, importance_weighted_bound, model_device)
+                       evaluate, importance_weighted_bound, log_likelihood_grid, model_device)
 from .inference import refine_posterior  # noqa: F401
 from .checks import (check_flag, check_free_bits, check_images, check_labels, check_learning_rate,  # noqa: F401
                      check_number, check_positive_int, check_seed, check_warmup_epochs)
