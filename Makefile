@@ -40,7 +40,7 @@ vendor: .npm-vendor/.copied
 # The explorers' data from the checkpoints: an index (models.js) and weights/, one file per model, loaded on demand.
 web-data: book/web/explorer/models.js
 
-book/web/explorer/models.js: $(VENV)/.installed $(wildcard checkpoints/*.json) vaelib/web.py
+book/web/explorer/models.js: $(VENV)/.installed $(wildcard checkpoints/*.json) vaelib/web.py | data  # the map needs MNIST
 	$(BIN)/python -m vaelib export-web $@
 
 # The datasets, before any chapter runs: read from $VAELIB_DATA (Fashion-MNIST also from Debian's folder),
@@ -57,7 +57,7 @@ data: $(VENV)/.installed
 	  else cat $$error >&2; rm -f $$error; exit 1; fi; \
 	fi; rm -f $$error
 
-book: install vendor web-data data
+book: install vendor data web-data
 	# --all: a page whose notebook did not change still shows what the changed library draws now.
 	set -o pipefail; $(BIN)/jupyter-book build . --all --builder html -W -n --keep-going 2>&1 | tee _build_book.log
 
