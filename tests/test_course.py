@@ -112,7 +112,7 @@ def test_the_download_unpacked_in_an_empty_folder_installs_in_a_fresh_venv_and_r
            if not key.startswith(("VAELIB_", "VIRTUAL_ENV", "PYTHON"))}
     env.update(VAELIB_MIRROR=data_server, PATH=os.pathsep.join(p for p in env["PATH"].split(os.pathsep)
                                                                if not p.startswith(str(REPO))))
-    result = subprocess.run(["bash", "-c", script], cwd=home, env=env, capture_output=True, text=True, timeout=1200)
+    result = subprocess.run(["bash", "-c", script], cwd=home, env=env, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     folder = home / course.NAME
     assert (folder / "data" / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz").is_file()
