@@ -4,7 +4,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# MNIST: $VAELIB_DATA if set, else ../shared/data beside this clone when it exists, else ./data.
+# The data root: $VAELIB_DATA if set, else ../shared/data beside this clone when it exists, else ./data
+# (where `make data` downloads MNIST and Fashion-MNIST).
 VAELIB_DATA ?= $(if $(wildcard ../shared/data/MNIST),$(abspath ../shared/data),$(abspath data))
 export VAELIB_DATA
 
@@ -12,7 +13,7 @@ export VAELIB_DATA
 VENDOR := book/web/vendor
 NPM_PACKAGES := mathjax@3.2.2
 
-.PHONY: install book test benchmark benchmark-avx2 clean vendor web-data system-packages
+.PHONY: install data book test benchmark benchmark-avx2 clean vendor web-data system-packages
 
 # The browser tests drive Debian's headless Chromium (no browser download: there is no internet), and
 # the data tests read Debian's Fashion-MNIST. Installed here when missing and possible (root, apt-get).
@@ -39,10 +40,24 @@ vendor: .npm-vendor/.copied
 # The explorers' data from the checkpoints: an index (models.js) and weights/, one file per model, loaded on demand.
 web-data: book/web/explorer/models.js
 
-book/web/explorer/models.js: $(VENV)/.installed $(wildcard checkpoints/*.json) vaelib/web.py
+book/web/explorer/models.js: $(VENV)/.installed $(wildcard checkpoints/*.json) vaelib/web.py | data  # the map needs MNIST
 	$(BIN)/python -m vaelib export-web $@
 
-book: install vendor web-data
+# The datasets, before any chapter runs: read from $VAELIB_DATA (Fashion-MNIST also from Debian's folder),
+# else fetched and checked (from $VAELIB_MIRROR's server when set). Fashion-MNIST that cannot be fetched
+# comes from Debian's dataset-fashion-mnist where apt-get can install it (root); else one line says how.
+data: $(VENV)/.installed
+	@$(BIN)/python -m vaelib download --dataset mnist
+	@error=$$(mktemp); if ! $(BIN)/python -m vaelib download --dataset fashion-mnist 2> $$error; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	    echo "Fashion-MNIST could not be fetched: installing Debian's dataset-fashion-mnist"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist > /dev/null; } \
+	      || { cat $$error >&2; rm -f $$error; exit 1; }; \
+	    $(BIN)/python -m vaelib download --dataset fashion-mnist || { rm -f $$error; exit 1; }; \
+	  else cat $$error >&2; rm -f $$error; exit 1; fi; \
+	fi; rm -f $$error
+
+book: install vendor data web-data
 	# --all: a page whose notebook did not change still shows what the changed library draws now.
 	set -o pipefail; $(BIN)/jupyter-book build . --all --builder html -W -n --keep-going 2>&1 | tee _build_book.log
 

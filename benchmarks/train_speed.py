@@ -16,6 +16,8 @@
    VAE the plain `nn.ConvTranspose2d` layers; the row that `mixed_precision="auto"` picks is marked.
    With --variants also channels-last memory and `torch.compile`. Then the conv step's float32 time
    layer by layer (forward + backward, alone) against each layer's own floor.
+3. Where CUDA is present, the GPU rows of `gpu_speed.py`: epochs of `fit` on the GPU (float32, bfloat16,
+   auto) against pytorch/examples' loop there, and a CUDA-graph step.
 Speeds are reported as ratios measured in the same run.
 """
 from __future__ import annotations
@@ -255,6 +257,10 @@ def main() -> None:
         print(f"\nauto picks {choice}")
     if not args.skip_conv:
         layer_breakdown(batch)
+    if torch.cuda.is_available():  # the GPU rows: fit against pytorch/examples there, and a CUDA graph
+        import gpu_speed
+
+        gpu_speed.report(train_x, args.epochs)
 
 
 def mlp_loops(train_x: torch.Tensor, test_x: torch.Tensor, epochs: int) -> None:

@@ -1,4 +1,5 @@
-"""Shared fixtures. MNIST is read from $VAELIB_DATA, else from ../shared/data beside the repository."""
+"""Shared fixtures. MNIST is read from $VAELIB_DATA, else ../shared/data beside the repository where it
+exists, else ./data (where `make book` downloads it), as the Makefile chooses."""
 import os
 from pathlib import Path
 
@@ -6,7 +7,8 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-os.environ.setdefault("VAELIB_DATA", str(REPO.parent / "shared" / "data"))
+SHARED = REPO.parent / "shared" / "data"
+os.environ.setdefault("VAELIB_DATA", str(SHARED if (SHARED / "MNIST").is_dir() else REPO / "data"))
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 

@@ -27,3 +27,14 @@ def test_benchmark_runs_one_epoch_and_prints_its_table():
     assert sorted(steps.values()) == ["", "picked"]  # "auto" picks exactly one of the two
     picked = "float32" if steps["float32"] else "bfloat16"
     assert re.search(rf"^auto picks {picked} \(", result.stdout, flags=re.MULTILINE), result.stdout
+
+
+def test_the_gpu_benchmark_says_when_there_is_no_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        import pytest
+        pytest.skip("a CUDA device is here: make benchmark prints its rows")
+    result = subprocess.run([sys.executable, str(SCRIPT.with_name("gpu_speed.py")), "--epochs", "1"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "no CUDA device here: no GPU rows" in result.stdout, result.stderr

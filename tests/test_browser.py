@@ -488,14 +488,24 @@ def test_frame_times(explorer_page):
     assert report["encode"]["median_ms"] <= 10 and report["draw"]["median_ms"] <= 30
 
 
-def test_run_page_shows_the_repository_setting(browser, base_url):
+def test_run_page_offers_the_course_and_shows_the_repository_only_when_set(browser, base_url):
+    import hashlib
+    import urllib.request
+
     import yaml
     setting = str(yaml.safe_load((REPO / "_config.yml").read_text())["repository"]["url"])
     open_page(browser, base_url, "book/run")
-    shown = browser.find_element("css selector", ".repository-url").text
+    shown = browser.find_elements("css selector", ".repository-url")
     if setting.startswith(("https://", "http://", "git@")):
-        assert shown == setting and setting in browser.find_element("css selector", "pre").text
+        assert shown[0].text == setting and setting in browser.find_element("css selector", "pre").text
     else:
-        assert shown == "set repository_url in _config.yml"
+        assert shown == [] and "git clone" not in browser.find_element("css selector", "pre").text  # never invented
+    link = browser.find_element("css selector", "a.course-download").get_attribute("href")
+    with urllib.request.urlopen(link) as response:  # the archive, from the page's own link
+        payload = response.read()
+    assert hashlib.sha256(payload).hexdigest() == browser.find_element("css selector", ".course-sha256").text
+    assert f"{len(payload) / 2**20:.1f} MB" in browser.find_element("css selector", "article").text
+    header = browser.find_element("css selector", ".btn-download-course-button")
+    assert header.get_attribute("href") == link  # the header bar of every page offers the same file
     navbar = browser.find_element("css selector", ".bd-sidebar-primary, nav.bd-links")
     assert "Run it yourself" in navbar.text

@@ -128,12 +128,12 @@ def test_diverging_training_fails_clearly_and_keeps_the_checkpoint(saved):
 
 def test_load_or_train_trains_saves_then_loads(tmp_path, monkeypatch):
     monkeypatch.setitem(registry.REGISTRY, "tiny-vae", registry.Recipe("vae", 2, 1.0, epochs=1, iw_images=50))
-    model = registry.load_or_train("tiny-vae", directory=tmp_path, progress=False)
+    model = registry.load_or_train("tiny-vae", directory=tmp_path, progress=False, device="cpu")
     assert (tmp_path / "tiny-vae.safetensors").exists()
     sidecar = checkpoints.read_sidecar(tmp_path / "tiny-vae")
     assert len(sidecar["history"]) == 1 and sidecar["metrics"]["iw_images"] == 50
     assert abs(sidecar["metrics"]["neg_elbo"] - sidecar["metrics"]["neg_elbo_fp32"]) < 0.2
-    again = registry.load_or_train("tiny-vae", directory=tmp_path)
+    again = registry.load_or_train("tiny-vae", directory=tmp_path, device="cpu")
     for a, b in zip(model.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)  # the metrics were computed from the stored (float16) weights
     assert registry.status("tiny-vae", tmp_path) == "valid"

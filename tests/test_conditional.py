@@ -108,7 +108,7 @@ def test_fit_batches_each_image_with_its_own_label(small):
 
     torch.manual_seed(0)
     history = train.fit(Spy(latent_dim=2), marked, test_x, epochs=2, labels=train_y, test_labels=test_y,
-                        progress=False)
+                        progress=False, device="cpu")
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert history[-1]["test_images"] == len(test_x)
     assert len(seen) == 2 * 16 and sum(len(y) for _, y in seen) == 2 * len(train_x)

@@ -194,3 +194,69 @@ def test_first_takes_the_first_rows_or_all_and_refuses_a_bad_count():
     for bad in (0, -2, 6, 2.5, True, "3"):
         with pytest.raises(ValueError, match="an integer from 1 to 5, or None for all of them"):
             data.first(bad, x, y)
+
+
+@pytest.fixture
+def data_root_mirror(tmp_path):
+    """A server on 127.0.0.1 laid out as a data root (MNIST/raw/, FashionMNIST/raw/), as $VAELIB_MIRROR names."""
+    served = tmp_path / "served"
+    for dataset in data.DATASETS:
+        target = served / data.DATASETS[dataset].folder / "raw"
+        target.mkdir(parents=True)
+        for name in data.DATASETS[dataset].sha256:
+            source = data.find_file(name, dataset)
+            if source is None:
+                pytest.skip(f"{dataset} is not on this machine to serve")
+            payload = source.read_bytes()
+            (target / f"{name}.gz").write_bytes(payload if source.suffix == ".gz" else gzip.compress(payload))
+    handler = functools.partial(QuietHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+def run_download(dataset, cwd, **env):
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if k not in ("VAELIB_DATA", "VAELIB_MIRROR")}
+    return subprocess.run([sys.executable, "-m", "vaelib", "download", "--dataset", dataset], cwd=cwd, text=True,
+                          capture_output=True, timeout=120, env={**clean, "PYTHONPATH": str(REPO), **env})
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_vaelib_mirror_fills_a_fresh_data_folder_from_a_server_laid_out_as_a_data_root(tmp_path, data_root_mirror,
+                                                                                       monkeypatch):
+    """What `make book` does on a clone with no ../shared: `python -m vaelib download` into ./data."""
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    monkeypatch.setitem(data.DATASETS, "fashion-mnist", dataclasses.replace(data.DATASETS["fashion-mnist"],
+                                                                             extra_folders=()))
+    result = run_download("mnist", clone, VAELIB_MIRROR=f"http://127.0.0.1:9/ {data_root_mirror}")  # 1st: refused
+    assert result.returncode == 0, result.stderr
+    assert f"MNIST is ready in {clone / 'data' / 'MNIST' / 'raw'}" in result.stdout
+    assert sorted(p.name for p in (clone / "data" / "MNIST" / "raw").iterdir()) == sorted(
+        f"{name}.gz" for name in data.DATASETS["mnist"].sha256)
+    monkeypatch.setenv("VAELIB_MIRROR", data_root_mirror)
+    data.download("fashion-mnist", root=clone / "data")  # Debian's folder left out: fetched too
+    x, y = data.load_mnist("test", root=clone / "data", dataset="fashion-mnist")
+    assert x.shape == (10_000, 784) and (clone / "data" / "FashionMNIST" / "raw" / f"{LABELS}.gz").is_file()
+
+
+def test_make_data_stops_before_any_chapter_with_one_line_naming_the_fix(tmp_path):
+    """No data and no server to fetch from: the book's first step fails in one line that names the fix."""
+    import os
+    import subprocess
+
+    if not (REPO / ".venv" / ".installed").exists():
+        pytest.skip("needs the Makefile's .venv (make install)")
+    env = {k: v for k, v in os.environ.items() if k != "VAELIB_MIRROR"}
+    result = subprocess.run(["make", "-s", "data", f"VAELIB_DATA={tmp_path / 'empty'}"], cwd=REPO, text=True,
+                            capture_output=True, timeout=300, env={**env, "VAELIB_MIRROR": "http://127.0.0.1:9/"})
+    assert result.returncode != 0
+    [line] = [line for line in result.stderr.splitlines() if "vaelib" in line]
+    assert "could not download" in line and "VAELIB_DATA" in line and "VAELIB_MIRROR" in line, result.stderr

@@ -190,6 +190,23 @@ def test_a_bfloat16_training_step_follows_the_float32_gradient():
         assert F.cosine_similarity(mixed.flatten(), exact.flatten(), dim=0) > 0.98, name
 
 
+@pytest.mark.parametrize("batch", [63, 64, 500])
+def test_the_reparameterization_draws_the_same_noise_in_every_precision(batch):
+    """PyTorch draws bfloat16 noise by another route than float32 noise (on some CPUs and versions, other
+    numbers altogether): z must not depend on the autocast dtype, or a bfloat16 step is a step on other noise."""
+    mu, logvar = torch.randn(batch, 2), torch.randn(batch, 2)
+    torch.manual_seed(1)
+    exact = models.reparameterize(mu, logvar)
+    torch.manual_seed(1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = models.reparameterize(mu.bfloat16(), logvar.bfloat16())
+    torch.manual_seed(1)
+    eps = torch.randn(batch, 2)
+    assert mixed.dtype == torch.float32
+    assert torch.allclose(mixed, mu.bfloat16().float() + eps * torch.exp(0.5 * logvar.bfloat16().float()))
+    assert (mixed - exact).abs().max() < 0.05 * (1 + exact.abs().max())  # only mu and logvar were rounded
+
+
 def test_bfloat16_autocast_keeps_the_function():
     torch.manual_seed(0)
     model = models.ConvVAE(latent_dim=2)

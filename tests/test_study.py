@@ -28,11 +28,32 @@ def fake_training(spec, train_subset, iw_k, calls=None):
     return model, [{"epoch": 1, "precision": "float32"}], metrics
 
 
+@pytest.fixture(params=[2, 16], ids=["2-cores", "16-cores"])
+def cores(request, monkeypatch):
+    """The study as it runs on a 2-core machine (one job by default) and on a 16-core one (eight)."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(request.param)), raising=False)
+    assert study.default_jobs() == request.param // 2
+    return request.param
+
+
+def slow_second_seed(spec, train_subset, iw_k):
+    """Seed 1 waits for a file named by $STUDY_RELEASE (or 60 s), as if training long; the others are quick.
+
+    Module-level, so that the worker processes of a parallel study can import it by name."""
+    if spec.seed == 1:
+        release = os.environ["STUDY_RELEASE"]
+        deadline = time.monotonic() + 60
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    return fake_training(spec, train_subset, iw_k)
+
+
 def rows_without_seconds(folder):
     return [{k: v for k, v in row.items() if k != "seconds"} for row in study.load_table(folder)]
 
 
-def test_a_study_interrupted_mid_seed_resumes_and_skips_finished_seeds(tmp_path):
+def test_a_study_interrupted_mid_seed_resumes_and_skips_finished_seeds(tmp_path, cores):
+    """The serial path, chosen explicitly (jobs=1), as a local training function needs."""
     calls = []
 
     def interrupted(spec, train_subset, iw_k):
@@ -41,7 +62,7 @@ def test_a_study_interrupted_mid_seed_resumes_and_skips_finished_seeds(tmp_path)
         return fake_training(spec, train_subset, iw_k, calls)
 
     with pytest.raises(KeyboardInterrupt):
-        study.run("vae-l2-b1", "0-4", tmp_path / "a", progress=False, train_fn=interrupted)
+        study.run("vae-l2-b1", "0-4", tmp_path / "a", progress=False, train_fn=interrupted, jobs=1)
     folder = tmp_path / "a" / "vae-l2-b1"
     assert calls == [0, 1]
     assert sorted(p.name for p in folder.glob("seed-*")) == [
@@ -51,50 +72,59 @@ def test_a_study_interrupted_mid_seed_resumes_and_skips_finished_seeds(tmp_path)
     kept = (folder / "seed-0-metrics.json").read_bytes()
 
     calls.clear()
-    study.run("vae-l2-b1", "0-4", tmp_path / "a", progress=False,
+    study.run("vae-l2-b1", "0-4", tmp_path / "a", progress=False, jobs=1,
               train_fn=lambda *args: fake_training(*args, calls=calls))
     assert calls == [2, 3, 4]  # the finished seeds are skipped
     assert (folder / "seed-0-metrics.json").read_bytes() == kept
 
-    study.run("vae-l2-b1", "0-4", tmp_path / "b", progress=False, train_fn=fake_training)  # never interrupted
+    study.run("vae-l2-b1", "0-4", tmp_path / "b", progress=False, jobs=1, train_fn=fake_training)  # never interrupted
     assert rows_without_seconds(folder) == rows_without_seconds(tmp_path / "b" / "vae-l2-b1")
     calls.clear()
-    study.run("vae-l2-b1", "0-4", tmp_path / "a", progress=False,
+    study.run("vae-l2-b1", "0-4", tmp_path / "a", progress=False, jobs=1,
               train_fn=lambda *args: fake_training(*args, calls=calls))
     assert calls == []  # all done: nothing to train
 
 
 KILLED_RUN = """
-import sys, time
-from vaelib import study
+import sys
 sys.path.insert(0, {tests!r})
-from test_study import fake_training
-def slow(spec, train_subset, iw_k):
-    if spec.seed == 1:
-        time.sleep(60)  # killed here
-    return fake_training(spec, train_subset, iw_k)
-study.run("vae-l2-b1", "0-2", {out!r}, progress=False, train_fn=slow)
+from vaelib import study
+from test_study import slow_second_seed
+study.run("vae-l2-b1", {seeds!r}, {out!r}, progress=False, train_fn=slow_second_seed, jobs={jobs})
 """
 
 
-def test_a_study_killed_by_sigkill_loses_only_the_seed_in_training(tmp_path):
-    code = KILLED_RUN.format(tests=os.path.join(REPO, "tests"), out=str(tmp_path))
-    process = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": REPO})
-    marker = tmp_path / "vae-l2-b1" / "seed-0-metrics.json"
-    deadline = time.monotonic() + 60
-    while not marker.exists() and time.monotonic() < deadline and process.poll() is None:
+@pytest.mark.parametrize("jobs, seeds, finished_first", [(1, "0-2", [0]), (2, "0-3", [0, 2, 3])],
+                         ids=["serial", "two-jobs"])
+def test_a_study_killed_by_sigkill_loses_only_the_seed_in_training(tmp_path, jobs, seeds, finished_first):
+    """A real SIGKILL of the study's process while seed 1 trains, on the serial path and on the parallel one
+    (two worker processes, a module-level training function): every other seed is kept, seed 1 is not
+    half-written, no orphaned worker writes it afterwards, and a re-run trains only what is missing."""
+    release = tmp_path / "release"
+    code = KILLED_RUN.format(tests=os.path.join(REPO, "tests"), out=str(tmp_path), seeds=seeds, jobs=jobs)
+    process = subprocess.Popen([sys.executable, "-c", code],
+                               env={**os.environ, "PYTHONPATH": REPO, "STUDY_RELEASE": str(release)})
+    folder = tmp_path / "vae-l2-b1"
+    markers = [folder / f"seed-{seed}-metrics.json" for seed in finished_first]
+    deadline = time.monotonic() + 120
+    while not all(m.exists() for m in markers) and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.1)
-    time.sleep(0.5)  # now inside seed 1's training
+    assert process.poll() is None, "the study ended before it could be killed"
+    assert all(m.exists() for m in markers), "the quick seeds did not finish in 120 s"
+    time.sleep(0.3)  # seed 1 is still waiting for its release
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert marker.exists()
+    release.touch()  # an orphaned worker would now finish seed 1 and write its metrics
+    time.sleep(1.0)
+    assert not (folder / "seed-1-metrics.json").exists() and not (folder / "seed-1.safetensors").exists()
     calls = []
-    study.run("vae-l2-b1", "0-2", tmp_path, progress=False, train_fn=lambda *a: fake_training(*a, calls=calls))
-    assert calls == [1, 2]
-    assert [row["seed"] for row in study.load_table(tmp_path / "vae-l2-b1")] == [0, 1, 2]
+    study.run("vae-l2-b1", seeds, tmp_path, progress=False, jobs=1, train_fn=lambda *a: fake_training(*a, calls=calls))
+    assert calls == [1] + ([] if jobs > 1 else [2])
+    assert [row["seed"] for row in study.load_table(folder)] == list(range(len(calls) + len(finished_first)))
 
 
-def test_the_table_has_its_columns_in_csv_and_markdown_and_the_summary_lists_every_seed(tmp_path):
+def test_the_table_has_its_columns_in_csv_and_markdown_and_the_summary_lists_every_seed(tmp_path, cores):
+    """The default number of jobs: one process on 2 cores, three worker processes (of eight) on 16."""
     table = study.run("vae-l2-b1", [0, 1, 2], tmp_path, progress=False, train_fn=fake_training)
     with open(table, newline="") as handle:
         reader = csv.reader(handle)
@@ -191,17 +221,25 @@ def test_two_jobs_give_the_same_table_as_one(tmp_path):
     assert rows_without_seconds(tmp_path / "one" / "vae-l2-b1") == rows_without_seconds(tmp_path / "two" / "vae-l2-b1")
 
 
-def test_a_precision_override_trains_every_seed_in_it_in_its_own_folder(tmp_path):
+def test_a_parallel_study_refuses_a_training_function_its_workers_cannot_import(tmp_path):
+    def local(spec, train_subset, iw_k):
+        return fake_training(spec, train_subset, iw_k)
+
+    with pytest.raises(ValueError, match="with jobs=2, train_fn must be a module-level function"):
+        study.run("vae-l2-b1", "0-1", tmp_path, jobs=2, progress=False, train_fn=local)
+
+
+def test_a_precision_override_trains_every_seed_in_it_in_its_own_folder(tmp_path, cores):
     asked = []
 
     def training(spec, train_subset, iw_k):
         asked.append(spec.mixed_precision)
         return fake_training(spec, train_subset, iw_k)
 
-    study.run("vae-l2-b1", "0-1", tmp_path, progress=False, train_fn=training, precision="bfloat16")
+    study.run("vae-l2-b1", "0-1", tmp_path, progress=False, jobs=1, train_fn=training, precision="bfloat16")
     assert asked == ["bfloat16", "bfloat16"] and (tmp_path / "vae-l2-b1-bfloat16" / "table.csv").is_file()
     with pytest.raises(ValueError, match="--precision must be one of float32, bfloat16, float16"):
-        study.run("vae-l2-b1", "0-1", tmp_path, progress=False, train_fn=training, precision="fp8")
+        study.run("vae-l2-b1", "0-1", tmp_path, progress=False, jobs=1, train_fn=training, precision="fp8")
 
 
 def test_ship_median_copies_the_median_seed_and_its_sidecar_says_so(tmp_path):

@@ -14,9 +14,10 @@ def small(mnist_train, mnist_test):
 
 
 def fit_small(train_x, test_x, seed=0, **options):
+    """A small VAE trained on the CPU: the tests compare it with CPU numbers, even where CUDA is present."""
     torch.manual_seed(seed)
     model = models.VAE(latent_dim=2)
-    history = train.fit(model, train_x, test_x, seed=seed, progress=False, **options)
+    history = train.fit(model, train_x, test_x, seed=seed, progress=False, **{"device": "cpu", **options})
     return model, history
 
 
@@ -49,6 +50,18 @@ def test_divergence_stops_with_epoch_and_batch(small):
         fit_small(*small, epochs=1, lr=1e12)
 
 
+def test_a_deferred_divergence_check_names_the_same_epoch_and_batch(small, monkeypatch):
+    """On a GPU the losses are read every CHECK_EVERY["cuda"] batches, not every batch: the same check,
+    run here on the CPU every 5 and every 16 batches, names the same first batch as the check of every batch."""
+    messages = []
+    for every in (1, 5, 16):
+        monkeypatch.setitem(train.CHECK_EVERY, "cpu", every)
+        with pytest.raises(train.TrainingDiverged, match=r"at epoch 2, batch \d+ of 16: training diverged") as error:
+            fit_small(small[0], None, epochs=2, lr=1e-3, final_lr=1e12)
+        messages.append(str(error.value))
+    assert messages[0] == messages[1] == messages[2], messages
+
+
 @pytest.mark.parametrize("option, value, message", [
     ("epochs", -1, "epochs must be an integer >= 0"),
     ("batch_size", 0, "batch_size must be an integer >= 1"),
@@ -68,7 +81,8 @@ def test_wrong_image_shape_is_refused():
 def test_conv_vae_trains_with_automatic_precision(small):
     torch.manual_seed(0)
     model = models.ConvVAE(latent_dim=2)
-    history = train.fit(model, small[0][:512], epochs=2, batch_size=64, mixed_precision="auto", progress=False)
+    history = train.fit(model, small[0][:512], epochs=2, batch_size=64, mixed_precision="auto", progress=False,
+                        device="cpu")
     assert history[1]["train_loss"] < history[0]["train_loss"]
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay float32
     chosen = device.choose_precision("cpu", models.ConvVAE(latent_dim=2), small[0][:64]).precision
@@ -80,7 +94,8 @@ def test_forced_bfloat16_trains_in_bfloat16(small):
     model = models.ConvVAE(latent_dim=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # on a CPU without native bfloat16 it warns (tests/test_device.py)
-        history = train.fit(model, small[0][:64], epochs=1, batch_size=32, mixed_precision=True, progress=False)
+        history = train.fit(model, small[0][:64], epochs=1, batch_size=32, mixed_precision=True, progress=False,
+                            device="cpu")
     assert history[0]["precision"] == "bfloat16"
 
 
@@ -177,7 +192,7 @@ def test_fit_with_binarize_trains_on_fresh_binary_draws_of_every_batch(small):
     model = models.VAE(2)
     seen = []
     model.encoder.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach().clone()))
-    train.fit(model, train_x[:256], epochs=2, batch_size=256, progress=False, binarize=True)
+    train.fit(model, train_x[:256], epochs=2, batch_size=256, progress=False, binarize=True, device="cpu")
     assert len(seen) == 2 and all(set(batch.unique().tolist()) <= {0.0, 1.0} for batch in seen)
     first, second = (batch.sum(dim=1).sort().values for batch in seen)  # the same images, drawn twice
     assert not torch.equal(first, second)

@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("download", help="fetch MNIST (or Fashion-MNIST) into the data folder",
                             description="Download the dataset's missing IDX files from the canonical mirrors "
                                         "and check their SHA-256. Files already there are never replaced.")
-    p.add_argument("--dataset", choices=sorted(data.DATASETS), default="mnist")
+    p.add_argument("--dataset", choices=[*sorted(data.DATASETS), "all"], default="mnist")
     p.add_argument("--root", help=f"data root (default: ${data.ENV_VAR}, else ./data)")
     p.add_argument("--mirror", action="append", help="a base URL to fetch from instead (repeatable)")
 
@@ -146,10 +146,13 @@ def cmd_train(args) -> None:
 
 
 def cmd_download(args) -> None:
-    folder = data.download(args.dataset, args.root, mirrors=tuple(args.mirror) if args.mirror else None)
-    for name in data.DATASETS[args.dataset].sha256:  # the files already there were not checked: check all
-        data.read_idx(name, args.dataset, args.root)
-    print(f"{args.dataset.upper()} is ready in {folder.absolute()}")
+    for dataset in sorted(data.DATASETS) if args.dataset == "all" else [args.dataset]:
+        data.download(dataset, args.root, mirrors=tuple(args.mirror) if args.mirror else None)
+        for name in data.DATASETS[dataset].sha256:  # the files already there were not checked: check all
+            data.read_idx(name, dataset, args.root)
+        where = sorted({str(data.find_file(name, dataset, args.root).parent.absolute())
+                        for name in data.DATASETS[dataset].sha256})  # Fashion-MNIST: maybe Debian's folder
+        print(f"{dataset.upper()} is ready in {', '.join(where)}")
 
 
 def cmd_evaluate(args) -> None:

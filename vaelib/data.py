@@ -30,6 +30,7 @@ from . import files
 
 DEFAULT_ROOT = "./data"
 ENV_VAR = "VAELIB_DATA"
+MIRROR_VAR = "VAELIB_MIRROR"  # base URLs (space-separated) of servers laid out as a data root: <url>/MNIST/raw/...
 
 
 @dataclass(frozen=True)
@@ -179,11 +180,16 @@ def _parse_idx(data: bytes, path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
+def find_file(name: str, dataset: str = "mnist", root: str | os.PathLike | None = None) -> Path | None:
+    """Where the IDX file `name` (or `name.gz`) is read from: `<root>/<folder>/raw`, else an extra folder."""
+    return _find(name, [raw_folder(dataset, root), *map(Path, _dataset_info(dataset).extra_folders)])
+
+
 def read_idx(name: str, dataset: str = "mnist", root: str | os.PathLike | None = None) -> np.ndarray:
     """Read one IDX file by its decompressed name, check its SHA-256, return a uint8 array."""
     info = _dataset_info(dataset)
     folder = raw_folder(dataset, root)
-    path = _find(name, [folder, *map(Path, info.extra_folders)])
+    path = find_file(name, dataset, root)
     if path is None:
         raise DataError(
             f"{name}[.gz] is missing from {folder.absolute()}. {_fix_hint(dataset)}."
@@ -199,6 +205,16 @@ def read_idx(name: str, dataset: str = "mnist", root: str | os.PathLike | None =
     return _parse_idx(data, path)
 
 
+def env_mirrors(dataset: str = "mnist") -> tuple[str, ...]:
+    """The mirrors that $VAELIB_MIRROR names, each a server laid out as a data root, for `dataset`'s files.
+
+    `VAELIB_MIRROR=http://127.0.0.1:8000/` with `python -m http.server -d ../shared/data` running: the files
+    are fetched from http://127.0.0.1:8000/MNIST/raw/ (and FashionMNIST/raw/). Empty when it is not set.
+    """
+    folder = _dataset_info(dataset).folder
+    return tuple(f"{url.rstrip('/')}/{folder}/raw/" for url in os.environ.get(MIRROR_VAR, "").split())
+
+
 def download(
     dataset: str = "mnist",
     root: str | os.PathLike | None = None,
@@ -207,8 +223,10 @@ def download(
 ) -> Path:
     """Fetch the files that are missing into `<root>/<folder>/raw`, checking each one's SHA-256.
 
-    A file that is already there is never touched, even when it is corrupt: `read_idx` reports it.
-    Each download goes to a temporary file first and is moved into place only once it checks out.
+    From `mirrors` (base URLs holding `<name>.gz`) when given, else from $VAELIB_MIRROR's (`env_mirrors`),
+    else from the dataset's canonical mirrors. A file that is already there is never touched, even when it
+    is corrupt: `read_idx` reports it. Each download goes to a temporary file first and is moved into place
+    only once it checks out.
     """
     info = _dataset_info(dataset)
     folder = raw_folder(dataset, root)
@@ -220,7 +238,7 @@ def download(
         files.check_writable_folder(folder, "the data (--root)")
     for name, expected in missing.items():
         errors = []
-        for mirror in mirrors or info.mirrors:
+        for mirror in mirrors or env_mirrors(dataset) or info.mirrors:
             url = f"{mirror.rstrip('/')}/{name}.gz"
             try:
                 payload, data = _fetch(url, timeout, SIZES[name])
@@ -239,7 +257,9 @@ def download(
         else:
             raise DataError(
                 f"could not download {name}.gz into {folder}: " + "; ".join(errors)
-                + f". Without internet, copy the files there by hand or set {ENV_VAR}."
+                + f". Without internet, copy the files there by hand, set {ENV_VAR} to a folder that holds "
+                f"{info.folder}/raw/, or set {MIRROR_VAR} to a server that does"
+                + (" (or install Debian's dataset-fashion-mnist)." if info.extra_folders else ".")
             )
     return folder
 
@@ -344,7 +364,8 @@ class Batches:
     def __iter__(self):
         n = len(self.tensors[0])
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        order = order.to(self.tensors[0].device)  # on a GPU: one copy per pass, not one wait per batch
         for start in range(0, n, self.batch_size):
             index = order[start : start + self.batch_size]
-            batch = tuple(t[index] for t in self.tensors)
+            batch = tuple(t[index.to(t.device)] for t in self.tensors)  # no copy where they share a device
             yield batch if len(batch) > 1 else batch[0]

@@ -130,35 +130,47 @@ def time_step(model: nn.Module, x: torch.Tensor, precision: str, steps: int = 2)
             torch.cuda.synchronize(device)
 
     fastest = float("inf")
-    with torch.random.fork_rng(devices=[]):
-        step()  # warm-up: first-call allocations and kernel selection
-        for _ in range(steps):
+    with torch.random.fork_rng(devices=[x.device] if device.type == "cuda" else []):
+        for _ in range(3 if device.type == "cuda" else 1):
+            step()  # warm-up: first-call allocations and kernel selection (cuDNN tries several on a GPU)
+        for _ in range(steps if device.type != "cuda" else max(steps, 5)):
             start = time.perf_counter()
             step()
             fastest = min(fastest, time.perf_counter() - start)
     return fastest
 
 
-def _timings(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
-    """(float32, bfloat16) seconds per step, measured once per process for each model shape and device.
+def _timings(model: nn.Module, x: torch.Tensor, other: str = "bfloat16") -> tuple[float, float]:
+    """(float32, `other`) seconds per step, measured once per process for each model shape and device.
 
     The two are timed in turn, twice, so that a burst of load elsewhere does not decide alone.
     """
-    key = (str(x.device), _signature(model), tuple(x.shape))
+    key = (str(x.device), _signature(model), tuple(x.shape), other)
     if key not in _timed:
-        rounds = [(time_step(model, x, "float32"), time_step(model, x, "bfloat16")) for _ in range(2)]
+        rounds = [(time_step(model, x, "float32"), time_step(model, x, other)) for _ in range(2)]
         _timed[key] = (min(r[0] for r in rounds), min(r[1] for r in rounds))
     return _timed[key]
+
+
+def _timed_choice(model: nn.Module, x: torch.Tensor, other: str, where: str) -> PrecisionChoice:
+    """`other` when a timed step shows it CLEARLY_FASTER than float32 here, else float32; the reason says so."""
+    float32_s, other_s = _timings(model, x, other)
+    speedup = float32_s / other_s
+    timing = (f"{where}: a step took {other_s * 1000:.3g} ms in {other} and {float32_s * 1000:.3g} ms in float32 "
+              f"here ({speedup:.2f}x)")
+    if speedup >= CLEARLY_FASTER:
+        return PrecisionChoice(other, timing)
+    return PrecisionChoice("float32", timing + f": {other} is not {CLEARLY_FASTER}x faster")
 
 
 def choose_precision(device: str | torch.device | None = None, model: nn.Module | None = None,
                      x: torch.Tensor | None = None, mixed_precision="auto") -> PrecisionChoice:
     """The precision that `train.fit(mixed_precision=...)` trains in on this machine, and why.
 
-    "auto" decides from the hardware where that is conclusive: CUDA with bfloat16 support -> bfloat16,
-    older CUDA -> float16 with a gradient scaler, a CPU without native bfloat16 (AVX2) -> float32. On a
-    CPU with native bfloat16 it times two steps of `model` on the batch `x` in each precision, once per
-    process, and picks bfloat16 only when it is clearly faster (without a model: bfloat16). A forced
+    "auto" decides from the hardware where that is conclusive: a CPU without native bfloat16 (AVX2) ->
+    float32. On a CPU with native bfloat16, and on CUDA, it times steps of `model` on the batch `x` in each
+    precision, once per process, and picks the half precision (bfloat16; float16 with a gradient scaler on
+    a GPU without bfloat16) only when it is clearly faster (without a model: the half precision, untimed). A forced
     bfloat16 on a CPU without native support is measured too, and warns with the slowdown.
     Introduced in: 06_conv_vae
     """
@@ -182,10 +194,11 @@ def choose_precision(device: str | torch.device | None = None, model: nn.Module 
                               stacklevel=3)
         return PrecisionChoice("bfloat16", "asked for")
     if device.type == "cuda":
-        if torch.cuda.is_bf16_supported():
-            return PrecisionChoice("bfloat16", f"{torch.cuda.get_device_name(device)} supports bfloat16")
-        return PrecisionChoice("float16", f"{torch.cuda.get_device_name(device)} lacks bfloat16: float16 "
-                                          f"with a gradient scaler")
+        name = torch.cuda.get_device_name(device)
+        other = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        if model is None or x is None:
+            return PrecisionChoice(other, f"{name} supports {other} (not timed: no model)")
+        return _timed_choice(model, x, other, name)  # a small net on a big GPU: often launch-bound, not faster
     if device.type != "cpu":
         return PrecisionChoice("float32", f"no mixed precision on {device.type}")
     capability = torch.backends.cpu.get_cpu_capability()
@@ -194,10 +207,4 @@ def choose_precision(device: str | torch.device | None = None, model: nn.Module 
                                           f"emulate many times slower")
     if model is None or x is None:
         return PrecisionChoice("bfloat16", f"this CPU ({capability}) has native bfloat16 (not timed: no model)")
-    float32_s, bfloat16_s = _timings(model, x)
-    speedup = float32_s / bfloat16_s
-    timing = (f"a step took {bfloat16_s * 1000:.0f} ms in bfloat16 and {float32_s * 1000:.0f} ms in float32 "
-              f"here ({speedup:.2f}x)")
-    if speedup >= CLEARLY_FASTER:
-        return PrecisionChoice("bfloat16", timing)
-    return PrecisionChoice("float32", timing + f": bfloat16 is not {CLEARLY_FASTER}x faster")
+    return _timed_choice(model, x, "bfloat16", f"this CPU ({capability})")

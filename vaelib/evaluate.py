@@ -151,14 +151,19 @@ def elbo(model: nn.Module, x: torch.Tensor, mu: torch.Tensor | None = None, logv
     check_positive_int("samples", samples)
     labels = conditions(model, labels, len(x))
     device = model_device(model)
-    x = x.to(device)
+    x, mu, logvar = (None if t is None else t.to(device) for t in (x, mu, logvar))
     y = () if labels is None else (labels.to(device),)
+    return _elbo(model, x, mu, logvar, samples, seed, beta, visible, y).cpu()  # (N,), differentiable back to mu, logvar
+
+
+def _elbo(model, x, mu, logvar, samples, seed, beta, visible=None, y=()) -> torch.Tensor:
+    """`elbo` on the model's device, for tensors already there (refine_posterior's loop); y: (labels,) or ()."""
     if mu is None:
         mu, logvar = model.encode(x, *y)  # (N, L), (N, L)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         z = mu + torch.randn(samples, *mu.shape).to(mu.device) * (0.5 * logvar).exp()  # (S, N, L)
-    flat_y = () if labels is None else (y[0].repeat(samples),)  # (S*N,): each draw's label
+    flat_y = () if not y else (y[0].repeat(samples),)  # (S*N,): each draw's label
     logits = model.decode_logits(z.reshape(-1, z.shape[-1]), *flat_y).view(samples, len(x), -1)  # (S, N, 784)
     log_px_z = losses.log_likelihood_per_image(logits, x, visible).mean(0)  # (S, N) -> (N,)
     kl = losses.kl_terms(mu, logvar).sum(-1)  # (N,)

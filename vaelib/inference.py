@@ -17,7 +17,7 @@ from torch import nn
 
 from . import grid, losses
 from .checks import check_learning_rate, check_positive_int
-from .evaluate import _log_weights, elbo, model_device
+from .evaluate import _elbo, _log_weights, model_device
 
 
 def refine_posterior(model: nn.Module, x: torch.Tensor, steps: int = 300, lr: float = 0.01, samples: int = 8,
@@ -31,7 +31,8 @@ def refine_posterior(model: nn.Module, x: torch.Tensor, steps: int = 300, lr: fl
     Suboptimality in Variational Autoencoders" (2018): what one network answering for every image loses
     against the best Gaussian for each. With `visible` (784,) only those pixels count, and the start is the
     encoder's answer for the image with the others grey (0.5): a q of z given the visible pixels.
-    A conditional VAE needs `labels` (N,). Introduced in: 09_loss
+    A conditional VAE needs `labels` (N,). Runs on the model's device;
+    returns CPU tensors. Introduced in: 09_loss
     """
     check_positive_int("steps", steps, minimum=0)
     model.eval()
@@ -47,15 +48,15 @@ def refine_posterior(model: nn.Module, x: torch.Tensor, steps: int = 300, lr: fl
     try:
         optimizer = torch.optim.Adam([mu, logvar], lr=check_learning_rate(lr))
         for step in range(steps):
-            loss = -elbo(model, x, mu, logvar, samples=samples, seed=seed + 1 + step, beta=beta, visible=visible,
-                         labels=labels).sum()
+            loss = -_elbo(model, x, mu, logvar, samples, seed + 1 + step, beta,
+                          None if visible is None else visible.to(device), y).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
     finally:
         for p, flag in zip(model.parameters(), frozen):
             p.requires_grad_(flag)
-    return mu.detach(), logvar.detach()
+    return mu.detach().cpu(), logvar.detach().cpu()
 
 
 def _filled(x: torch.Tensor, visible: torch.Tensor, guess: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ from torch import nn
 
 from . import __version__, checks, data, files
 from .checkpoints import CHECKPOINT_DIR, CheckpointError
+from .evaluate import model_device
 from .sidecar import recipe_sha256
 
 NAME = "judge-mnist"
@@ -102,7 +103,9 @@ def train_judge(recipe: JudgeRecipe = JudgeRecipe(), progress: bool = True) -> t
 def test_accuracy(model: nn.Module, batch_size: int = 1000) -> float:
     """The share of MNIST's 10,000 test images whose digit the model names."""
     test_x, test_y = data.load_mnist("test")
-    labels = torch.cat([model(test_x[i : i + batch_size]).argmax(1) for i in range(0, len(test_x), batch_size)])
+    device = model_device(model)
+    labels = torch.cat([model(test_x[i : i + batch_size].to(device)).argmax(1).cpu()
+                        for i in range(0, len(test_x), batch_size)])
     return (labels == test_y).float().mean().item()
 
 
@@ -194,7 +197,8 @@ def predict(x: torch.Tensor, model: nn.Module | None = None, batch_size: int = 1
     """
     x = checks.check_images("x", x)
     model = model or _default()
-    probs = torch.cat([F.softmax(model(x[i : i + batch_size]), dim=1) for i in range(0, len(x), batch_size)])
+    device = model_device(model)
+    probs = torch.cat([F.softmax(model(x[i : i + batch_size].to(device)), dim=1).cpu() for i in range(0, len(x), batch_size)])
     confidence, labels = probs.max(1)  # (N,), (N,)
     return labels, confidence
 

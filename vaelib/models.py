@@ -31,11 +31,14 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """z = mu + eps * sigma with eps ~ N(0, I) and sigma = exp(logvar / 2).  (B, L) -> (B, L)
 
     The noise is drawn outside the network, so gradients flow through mu and logvar
-    (Kingma and Welling 2014, section 2.4). Introduced in: 03_vae
+    (Kingma and Welling 2014, section 2.4). It is drawn, and z computed, in float32 even under bfloat16
+    autocast: PyTorch draws bfloat16 noise by another route, so the same seed would give another sample
+    (a different draw, not a rounding of the same one) in each precision. Introduced in: 03_vae
     """
-    std = torch.exp(0.5 * logvar)
-    eps = torch.randn_like(std)
-    return mu + eps * std
+    dtype = torch.promote_types(mu.dtype, torch.float32)  # bfloat16 or float16 -> float32; float64 stays
+    std = torch.exp(0.5 * logvar.to(dtype))  # (B, L)
+    eps = torch.randn(std.shape, dtype=dtype, device=std.device)  # (B, L), whatever the autocast dtype
+    return mu.to(dtype) + eps * std
 
 
 class Autoencoder(nn.Module):

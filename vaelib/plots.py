@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from matplotlib import pyplot as plt
 
+from .evaluate import model_device
+
 DIGIT_COLORS = plt.get_cmap("tab10")
 
 
@@ -45,9 +47,9 @@ def show_images(images: torch.Tensor, nrow: int = 10, ax=None, title: str | None
 def show_reconstructions(model, x: torch.Tensor, ax=None, title: str | None = None):
     """Originals (top row) above their reconstructions decoded from the mean code (bottom row)."""
     with torch.no_grad():
-        code, _ = model.encode(x)
-        x_hat = model.decode(code)
-    return show_images(torch.cat([x, x_hat]), nrow=len(x), ax=ax, title=title)
+        code, _ = model.encode(x.to(model_device(model)))
+        x_hat = model.decode(code).cpu()
+    return show_images(torch.cat([x.cpu(), x_hat]), nrow=len(x), ax=ax, title=title)
 
 
 def latent_scatter(mu: torch.Tensor, labels: torch.Tensor, ax=None, title: str | None = None,
@@ -83,7 +85,7 @@ def plane_grid(low: float = -3.0, high: float = 3.0, steps: int = 21) -> torch.T
 @torch.no_grad()
 def decode_latent_grid(model, low: float = -3.0, high: float = 3.0, steps: int = 21) -> torch.Tensor:
     """Decode the points of `plane_grid`, row by row from the top: z1 across, z2 up.  -> (steps^2, 784)"""
-    return model.decode(plane_grid(low, high, steps))
+    return model.decode(plane_grid(low, high, steps).to(model_device(model))).cpu()
 
 
 def show_latent_walk(model, low: float = -3.0, high: float = 3.0, steps: int = 21, ax=None,
@@ -114,7 +116,7 @@ def traversals(model, low: float = -3.0, high: float = 3.0, steps: int = 21, bas
     z = base.repeat(latent_dim * steps, 1)  # (L*steps, L)
     for unit in range(latent_dim):
         z[unit * steps : (unit + 1) * steps, unit] = values
-    return model.decode(z)
+    return model.decode(z.to(model_device(model))).cpu()
 
 
 def show_traversals(model, low: float = -3.0, high: float = 3.0, steps: int = 21, ax=None,
@@ -134,9 +136,10 @@ def show_traversals(model, low: float = -3.0, high: float = 3.0, steps: int = 21
 def interpolate(model, x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
     """Blend two images (784,) in latent space and in pixel space.  -> two (steps, 784) tensors"""
     weights = torch.linspace(0, 1, steps).unsqueeze(1)  # (steps, 1)
-    mu, _ = model.encode(torch.stack([x_a, x_b]))  # (2, L)
-    z = (1 - weights) * mu[0] + weights * mu[1]  # (steps, L)
-    return model.decode(z), (1 - weights) * x_a + weights * x_b
+    x_a, x_b = x_a.cpu(), x_b.cpu()
+    mu, _ = model.encode(torch.stack([x_a, x_b]).to(model_device(model)))  # (2, L)
+    z = (1 - weights) * mu[0].cpu() + weights * mu[1].cpu()  # (steps, L)
+    return model.decode(z.to(model_device(model))).cpu(), (1 - weights) * x_a + weights * x_b
 
 
 def show_history(history: list[dict], ax=None, title: str | None = None):

@@ -23,7 +23,9 @@ import json
 import math
 import multiprocessing
 import os
+import pickle
 import re
+import signal
 import statistics
 import time
 from pathlib import Path
@@ -80,6 +82,23 @@ def study_name(recipe: str, epochs: int | None = None, train_subset: int | None 
 def train_and_measure(spec: registry.Recipe, train_subset: int | None, iw_k: int | None):
     """(model, history, metrics) for one seed: the registry's training and its test metrics."""
     return registry.train_recipe(spec, train_subset, progress=False, iw_k=iw_k)
+
+
+def _die_with_parent() -> None:
+    """A worker's first act: ask Linux to kill it when the study's process dies (even by SIGKILL).
+
+    Without this, a worker orphaned by a killed study would finish its seed and write into the folder
+    while a resumed study trains the same seed. Elsewhere (no prctl) nothing is done.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the request was made
+        os._exit(1)
 
 
 def _run_seed(name, spec, stem, train_subset, iw_k, threads, train_fn=train_and_measure) -> dict:
@@ -260,8 +279,15 @@ def run(recipe: str, seeds: str | list[int], out: str | os.PathLike = "results/s
             write_table(folder)
             bar.update()
     else:
+        try:  # each worker process imports it by name: a local function or a lambda cannot travel
+            pickle.dumps(train_fn)
+        except (pickle.PicklingError, AttributeError, TypeError) as error:
+            raise ValueError(f"with jobs={jobs}, train_fn must be a module-level function that the worker "
+                             f"processes can import ({error}): define it at the top of a module, or pass "
+                             f"jobs=1") from error
         context = multiprocessing.get_context("spawn")  # fork with torch's thread pools can hang
-        with concurrent.futures.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        with concurrent.futures.ProcessPoolExecutor(min(jobs, len(todo)), mp_context=context,
+                                                    initializer=_die_with_parent) as pool:
             futures = [pool.submit(_run_seed, *task, train_fn=train_fn) for task in tasks]
             for future in concurrent.futures.as_completed(futures):
                 future.result()

@@ -28,6 +28,25 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite. The message names the epoch and the batch."""
 
 
+# Batches between two divergence checks, per device type. A check reads the losses on the host: free on the
+# CPU, where they already are, but on a GPU it waits for every queued kernel, so there the losses stay on the
+# device and are read every CHECK_EVERY batches (and at each epoch's end); the error still names the first
+# batch whose loss was not finite, and the weights have by then taken up to that many more steps.
+CHECK_EVERY = {"cpu": 1, "cuda": 25}
+
+
+def _check_finite(losses_so_far: torch.Tensor, first: int, epoch: int, count: int, lr: float, beta: float, bar):
+    """Raise TrainingDiverged naming the first batch (numbered from `first`) whose loss is not finite."""
+    finite = torch.isfinite(losses_so_far).cpu()  # the host waits for the device here, once per check
+    if bool(finite.all()):
+        return
+    bad = int((~finite).nonzero()[0])
+    bar.close()
+    raise TrainingDiverged(
+        f"the loss became {losses_so_far[bad].item()} at epoch {epoch}, batch {first + bad} of {count}: "
+        f"training diverged. Lower the learning rate (lr={lr}) or beta (beta={beta}).")
+
+
 def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = None, *,
         epochs: int = 20, beta: float = 1.0, lr: float = 1e-3, batch_size: int = 128, seed: int = 0,
         device: str | torch.device | None = None, mixed_precision: bool | str = False,
@@ -91,7 +110,10 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
         for group in optimizer.param_groups:
             group["lr"] = epoch_lr
         start = time.perf_counter()
-        sums = torch.zeros(3, dtype=torch.float64)
+        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, BCE, KL summed over the epoch
+        batch_losses = torch.empty(len(batches), dtype=torch.float64, device=device)  # (batches,), read every
+        checked = 0  # batches whose losses were read                                # `every` batches
+        every = CHECK_EVERY.get(device.type, CHECK_EVERY["cuda"])
         beta_sum = 0.0
         for batch_index, batch in enumerate(batches, start=1):
             x, y = (batch, ()) if labels is None else (batch[0], batch[1:])  # y: (B,) digits, or nothing
@@ -103,24 +125,24 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
             with autocast(device, precision):
                 logits, mu, logvar = model(x, *y)
             parts = losses.vae_loss(logits, x, mu, logvar, beta_now, free_bits)
-            values = torch.stack([p.detach() for p in parts]).double().cpu()  # (3,)
-            if not torch.isfinite(values).all():
-                bar.close()
-                raise TrainingDiverged(
-                    f"the loss became {values[0].item()} at epoch {epoch}, batch {batch_index} of "
-                    f"{len(batches)}: training diverged. Lower the learning rate (lr={lr}) or beta "
-                    f"(beta={beta}).")
+            values = torch.stack([p.detach() for p in parts]).double()  # (3,), on the device: no wait
+            batch_losses[batch_index - 1] = values[0]
+            if batch_index - checked >= every or batch_index == len(batches):
+                _check_finite(batch_losses[checked:batch_index], checked + 1, epoch, len(batches), lr, beta, bar)
+                checked = batch_index  # on the CPU (every = 1): checked before its step, as it always was
+            if progress and checked == batch_index and (batch_index % 20 < every or batch_index == len(batches)):
+                bar.set_postfix(epoch=epoch, loss=f"{values[0].item() / len(x):.2f}", refresh=False)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(parts.total).backward()
             scaler.step(optimizer)
             scaler.update()
             sums += values
             bar.update(1)
-            if batch_index % 20 == 0 or batch_index == len(batches):
-                bar.set_postfix(epoch=epoch, loss=f"{values[0].item() / len(x):.2f}", refresh=False)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # once per epoch: the epoch's time includes its queued kernels
         row = {"epoch": epoch, "seconds": time.perf_counter() - start, "precision": precision, "lr": epoch_lr,
                "beta": beta_sum / len(batches)}
-        row.update(zip(("train_loss", "train_reconstruction", "train_kl"), (sums / len(train_x)).tolist()))
+        row.update(zip(("train_loss", "train_reconstruction", "train_kl"), (sums / len(train_x)).cpu().tolist()))
         if test_x is not None:
             metrics = evaluate(model, test_x, beta=beta, seed=seed, precision=precision, labels=test_labels)
             row.update({f"test_{key}": value for key, value in metrics.items()}, test_images=len(test_x))

@@ -13,6 +13,7 @@ import torch
 from matplotlib import pyplot as plt
 
 from . import plots
+from .evaluate import model_device
 
 
 def png_bytes(image: np.ndarray, scale: int = 4) -> bytes:
@@ -54,7 +55,7 @@ class LatentExplorer:
 
     def _redraw(self, change=None) -> None:
         with torch.no_grad():
-            self.decoded = self.model.decode(self.z)[0]  # (784,)
+            self.decoded = self.model.decode(self.z.to(model_device(self.model)))[0].cpu()  # (784,)
         self.image.value = png_bytes(self.decoded.view(28, 28).numpy(), self.scale)
 
     def _ipython_display_(self):

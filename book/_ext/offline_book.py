@@ -9,12 +9,10 @@
   `twin-<name>` shows, in the book, the in-browser twin of its widget (the same model, computed by
   book/web/explorer/ in the reader's browser) instead of its output. Any other widget output becomes
   a note. The notebooks' saved widget state is not written into the pages.
-- `{repository-commands}`: the commands that fetch and run the course, with the address of the
-  repository taken from the one setting `repository: url:` in _config.yml (the "Run it yourself"
-  page).
+- `repository_url`: the address of the repository, from the one setting `repository: url:` in
+  _config.yml, or None while it holds a placeholder (course_download.py shows it on the run page).
 """
 from docutils import nodes
-from sphinx.util.docutils import SphinxDirective
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 EXPLORER = "../explorer/"  # every page that shows a twin is one folder below the root of _build/html
@@ -29,7 +27,6 @@ TWINS = {  # cell tag -> the explorer that stands in for the cell's widget
 }
 NO_KERNEL_NOTE = ('<p class="vae-twin-note">This control needs a running Jupyter kernel: '
                   'see "Run it yourself" to open the notebook.</p>')
-PLACEHOLDER = "set repository_url in _config.yml"
 
 
 def _drop_thebe(app, config):
@@ -79,40 +76,10 @@ def _read_repository(app, config):
         theme.pop("repository_url", None)
 
 
-class RepositoryCommands(SphinxDirective):
-    """The shell commands that fetch the course and run a chapter, with the repository's address."""
-
-    def run(self):
-        url = repository_url(self.config.course_repository_url)
-        branch = self.config.course_repository_branch
-        where = nodes.paragraph()
-        if url:
-            where += [nodes.Text("The course's repository: "),
-                      nodes.reference(url, url, refuri=url, classes=["repository-url"]), nodes.Text(".")]
-        else:
-            where += [nodes.Text("The course's repository: "),
-                      nodes.literal(PLACEHOLDER, PLACEHOLDER, classes=["repository-url"]),
-                      nodes.Text(" (this copy of the book was built without its address).")]
-        commands = "\n".join([
-            f"git clone --branch {branch} {url or '<the repository address above>'} roaming-the-latent-space",
-            "cd roaming-the-latent-space",
-            "python3 -m venv .venv && . .venv/bin/activate",
-            "# vaelib and what the chapters need (torch 2.13.0 for the CPU)",
-            'pip install torch==2.13.0 && pip install -e ".[book]"',
-            "# MNIST (about 12 MB), checked file by file; the chapters find it through VAELIB_DATA",
-            "python -m vaelib download --root data",
-            "export VAELIB_DATA=$PWD/data",
-            "pip install jupyterlab && jupyter lab chapters/",
-        ])
-        block = nodes.literal_block(commands, commands, language="bash")
-        return [where, block]
-
-
 def setup(app):
     app.connect("config-inited", _drop_thebe, priority=900)  # after every extension has connected
     app.add_config_value("course_repository_url", "", "env")
     app.add_config_value("course_repository_branch", "main", "env")
     app.connect("config-inited", _read_repository, priority=100)  # before the theme reads the address
     app.connect("doctree-read", _replace_widgets)
-    app.add_directive("repository-commands", RepositoryCommands)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
