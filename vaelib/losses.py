@@ -44,7 +44,7 @@ def log_likelihood_per_image(logits: torch.Tensor, x: torch.Tensor, visible: tor
     Introduced in: 04_beta (the importance-weighted bound), 09_loss (`train.elbo`)
     """
     per_pixel = F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
-    return -(per_pixel if visible is None else per_pixel * visible.to(per_pixel.dtype)).sum(-1)
+    return -(per_pixel if visible is None else per_pixel * visible.to(per_pixel)).sum(-1)
 
 
 def kl_terms(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
