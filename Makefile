@@ -40,7 +40,7 @@ vendor: .npm-vendor/.copied
 web-data: book/web/explorer/models.js
 
 book/web/explorer/models.js: $(VENV)/.installed $(wildcard checkpoints/*.json) vaelib/web.py
-	$(BIN)/python -m vaelib export-web $@
+	$(BIN)/python -m vaelib export-web --overwrite $@
 
 book: install vendor web-data
 	# --all: a page whose notebook did not change still shows what the changed library draws now.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .checks import check_learning_rate, check_positive_int
+from .checks import check_beta, check_images, check_learning_rate, check_model, check_positive_int, check_seed
 from .evaluate import elbo
 
 
@@ -21,7 +21,8 @@ def refine_posterior(model: nn.Module, x: torch.Tensor, steps: int = 300, lr: fl
     Suboptimality in Variational Autoencoders" (2018): what one network answering for every image loses
     against the best Gaussian for each. Introduced in: 09_loss
     """
-    check_positive_int("steps", steps, minimum=0)
+    check_model("model", model), check_images("x", x), check_positive_int("steps", steps, minimum=0)
+    check_learning_rate(lr), check_positive_int("samples", samples), check_seed(seed), check_beta(beta)
     model.eval()
     with torch.no_grad():
         mu, logvar = model.encode(x)  # (N, L), (N, L)
