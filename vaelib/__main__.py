@@ -164,7 +164,7 @@ def cmd_evaluate(args) -> None:
         checks.check_positive_int("--iw-images", args.iw_images, maximum=10_000)  # the test set's size
     if args.save:  # the sidecars must be writable before minutes of scoring
         for target in targets:
-            checks.check_writable_file(checkpoints.paths(target)[1], "--save")
+            files.check_writable_folder(checkpoints.paths(target)[1].parent, "--save")
     test_sets = {}  # (dataset, binarized) -> the test images, each loaded once however many targets use it
     test_labels = {}  # dataset -> its test labels (N,), loaded once, for the conditional models only
     rows = []

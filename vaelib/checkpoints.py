@@ -55,12 +55,13 @@ def paths(stem: str | os.PathLike) -> tuple[Path, Path]:
     A bare name (no folder in it, such as `vae-l2-b1`) is always one in CHECKPOINT_DIR, whatever the
     current folder holds; a checkpoint in the current folder is `./name`.
     """
-    text = os.fspath(checks.check_path("the checkpoint", stem))
+    checks.check_path("the checkpoint", stem)
+    text = os.fspath(stem)  # as given: `./name` keeps its `./` here, which a Path drops
     stem = Path(text)
     if stem.suffix in (".safetensors", ".json"):
         stem = stem.with_suffix("")
-    if not stem.is_absolute() and len(stem.parts) == 1 and os.sep not in text and "/" not in text:
-        stem = CHECKPOINT_DIR / stem
+    if not stem.is_absolute() and len(stem.parts) == 1:  # `name` is one in CHECKPOINT_DIR, `./name` one here
+        stem = (CHECKPOINT_DIR if os.sep not in text and "/" not in text else Path.cwd()) / stem
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
@@ -224,7 +225,7 @@ def _weights_payload(weights_path: Path, sidecar: dict, sidecar_path: Path, max_
         if payload is not None:
             return payload
     size = weights_path.stat().st_size if weights_path.is_file() else 0
-    reason = (f"it holds {size} bytes, more than the {max_bytes} that this model's weights take" if size > max_bytes
+    reason = (f"it holds {size} bytes, more than the {max_bytes} bytes that this model's weights take" if size > max_bytes
               else f"its SHA-256 is not the {sidecar['weights_sha256'][:16]}... that {sidecar_path.name} records")
     raise CheckpointError(
         f"{weights_path} is damaged or was replaced: {reason}. Retrain it with `python -m vaelib train "
@@ -257,15 +258,15 @@ def load(stem: str | os.PathLike, expected: dict | None = None, device: str | to
 def _read(weights_path: Path, sidecar_path: Path, expected: dict) -> tuple[nn.Module, dict, dict]:
     """One attempt of `load`: the checked model (on the CPU), its sidecar, and the stored tensors."""
     sidecar = read_sidecar(sidecar_path)
-    for key, value in expected.items():
-        if sidecar.get(key) != value:
-            raise CheckpointError(f"{weights_path.name} has {key}={sidecar.get(key)!r}, expected {value!r}")
     try:
         model = models.build(sidecar["kind"], sidecar["latent_dim"], sidecar.get("activation", "relu"),
                              **sidecar.get("options", {}))
     except (KeyError, RuntimeError, ValueError, TypeError) as error:
         raise CheckpointError(f"{weights_path} does not fit its config: {str(error)[:200]}") from error
     payload = _weights_payload(weights_path, sidecar, sidecar_path, max_weights_bytes(model, sidecar["dtype"]))
+    for key, value in expected.items():
+        if sidecar.get(key) != value:
+            raise CheckpointError(f"{weights_path.name} has {key}={sidecar.get(key)!r}, expected {value!r}")
     try:
         tensors = safetensors.torch.load(payload)
         model.load_state_dict({name: t.float() for name, t in tensors.items()}, strict=True)

@@ -163,15 +163,18 @@ def check_model(name: str, model):
     return model
 
 
-def check_record(what: str, value, fields: dict):
+def check_record(what: str, value, fields: dict, optional: dict | None = None):
     """A JSON object read from a file: a dict with each key in `fields` of its type(s) (None allowed
-    where `type(None)` is listed). Raises ValueError naming the first field that is wrong."""
+    where `type(None)` is listed), and each key of `optional` that it holds of its type(s).
+    Raises ValueError naming the first field that is wrong."""
     if not isinstance(value, dict):
         raise ValueError(f"{what} must be a JSON object, got a JSON {type(value).__name__}")
-    for key, types in fields.items():
+    for key, types in {**(optional or {}), **fields}.items():
         types = types if isinstance(types, tuple) else (types,)
         if key not in value:
-            raise ValueError(f"{what} lacks the field {key!r}")
+            if key in fields:
+                raise ValueError(f"{what} lacks the field {key!r}")
+            continue
         item = value[key]
         if (isinstance(item, bool) and bool not in types) or not isinstance(item, types):
             raise ValueError(f"{what} has {key}={_shown(item)}, which must be "
@@ -249,18 +252,3 @@ def check_replaceable(path, overwrite: bool, signature: bytes | None = None, wha
                              f"it is never replaced, even with --overwrite; move it aside first")
     return False
 
-
-def check_writable_file(path, what: str = "it") -> None:
-    """`path` can be replaced by an atomic write: its folder takes a new file and it is a regular file (or absent)."""
-    import os
-    from pathlib import Path
-    path = Path(path)
-    if os.path.lexists(path) and not path.is_file():
-        raise ValueError(f"{path} is not a regular file: it cannot be written for {what}")
-    try:
-        with open(path.parent / f".{path.name}.{os.getpid()}.write-test.tmp", "xb") as handle:
-            name = handle.name
-        os.unlink(name)
-    except OSError as error:
-        raise ValueError(f"cannot write beside {path} ({error.strerror or error}): make {path.parent} writable "
-                         f"before using {what}") from None

@@ -106,7 +106,7 @@ def finished_records(folder: Path) -> list[dict]:
         try:
             record = checks.check_record("the file", json.loads(path.read_text()),
                                          {"row": dict, "config": dict, "metrics": dict})
-            checks.check_record("its row", record["row"], ROW_TYPES)
+            checks.check_record("its row", record["row"], {"recipe": str, "seed": int}, ROW_TYPES)
             if path.name != f"seed-{record['row']['seed']}-metrics.json":
                 raise ValueError(f"its row is seed {record['row']['seed']}'s")
         except (OSError, ValueError, RecursionError) as error:
