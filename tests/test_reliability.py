@@ -78,7 +78,7 @@ def test_train_out_refuses_before_changing_a_checkpoint(tmp_path, capsys):
 
 
 # 3. checkpoints.save refuses (before writing) a checkpoint that could never load
-@pytest.mark.parametrize("change", ["kind", "beta_nan", "int8", "nan_weights", "beyond_float16", "autoencoder"])
+@pytest.mark.parametrize("change", ["kind", "beta_nan", "int8", "nan_weights", "beyond_float16", "autoencoder", "tanh"])
 def test_save_refuses_a_checkpoint_that_could_never_load(tmp_path, change):
     stem = tmp_path / "good"
     checkpoints.save(stem, tiny_vae(), CONFIG)
@@ -96,6 +96,8 @@ def test_save_refuses_a_checkpoint_that_could_never_load(tmp_path, change):
     elif change == "beyond_float16":
         with torch.no_grad():
             model.to_mu.weight[0, 0] = 1e6
+    elif change == "tanh":
+        config["activation"] = "tanh"  # no weights tell the two apart: loaded, it would compute another function
     else:
         model = models.Autoencoder(latent_dim=2, hidden_dim=8)
     with pytest.raises(ValueError, match="nothing was written|dtype must be"):
@@ -410,6 +412,7 @@ INPUTS = {
     "load(expected='beta')": lambda: checkpoints.load("vae-l2-b1", expected="beta"),
     "build(kind=list)": lambda: models.build(["vae"]),
     "recipe(list)": lambda: registry.recipe(["vae-l2-b1"]),
+    "parse_seeds(a range cut short)": lambda: study.parse_seeds("0-99999999"),
 }
 
 

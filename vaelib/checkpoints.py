@@ -168,6 +168,9 @@ def _check_loadable(sidecar: dict, model: nn.Module, tensors: dict) -> None:
     if not isinstance(model, type(built)):
         raise ValueError(f"config says kind={sidecar['kind']!r} (a {type(built).__name__}), but the model is a "
                          f"{type(model).__name__}: give the model's own kind; nothing was written")
+    if _structure(built) != _structure(model):  # an activation or a ReLU on the code, which hold no weights
+        raise ValueError(f"config (activation={sidecar['activation']!r}, options={sidecar.get('options', {})}) builds "
+                         f"another network than the model's: give the settings it was built with; nothing was written")
     try:
         built.load_state_dict({name: t.float() for name, t in tensors.items()}, strict=True)
     except RuntimeError as error:
@@ -178,6 +181,13 @@ def _check_loadable(sidecar: dict, model: nn.Module, tensors: dict) -> None:
             raise ValueError(f"{name} holds NaN or infinite values as {sidecar['dtype']} (its largest magnitude "
                              f"is {model.state_dict()[name].abs().max().item():g}): such a checkpoint never loads; "
                              f"save a finite model, or use dtype=torch.float32; nothing was written")
+
+
+def _structure(model: nn.Module) -> tuple:
+    """The layers' types in order (a fast transposed conv counts as a plain one: the same function) and the
+    settings without weights."""
+    layers = [type(m).__name__.removeprefix("Fast") for m in model.modules()]
+    return layers, getattr(model, "bottleneck_relu", None), getattr(model, "num_classes", None)
 
 
 SAVED_FIELDS = ("vaelib_version", "dtype", "weights_file", "weights_sha256", "history", "metrics", "recipe_sha256")

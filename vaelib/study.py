@@ -41,6 +41,9 @@ SUMMARISED = ("neg_elbo", "bce", "kl", "iw_nll", "active_units", "dead_units", "
 PRECISIONS = ("float32", "bfloat16", "float16")  # --precision: the study's own folder, `<recipe>-<precision>`
 
 
+MAX_SEEDS = 10_000  # seeds in one study: a range of more is refused, never cut short
+
+
 def parse_seeds(text: str) -> list[int]:
     """'0-4' -> [0, 1, 2, 3, 4]; '0,2,5' and '0-2,7' work too. Refused: '4-0', 'a-b', repeats."""
     seeds = []
@@ -51,7 +54,9 @@ def parse_seeds(text: str) -> list[int]:
         low, high = int(match.group(1)), int(match.group(2) or match.group(1))
         if high < low:
             raise ValueError(f"--seeds {part.strip()} runs backwards: write {high}-{low}")
-        seeds.extend(checks.check_seed(seed) for seed in range(low, min(high, low + 10_000) + 1))
+        checks.check_seed(high)
+        checks.check_positive_int("the number of --seeds", len(seeds) + high - low + 1, maximum=MAX_SEEDS)
+        seeds.extend(range(low, high + 1))
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds {text} names a seed twice: name each seed once")
     return seeds
@@ -240,7 +245,11 @@ def run(recipe: str, seeds: str | list[int], out: str | os.PathLike = "results/s
     Introduced in: 04_beta
     """
     spec = registry.recipe(recipe)  # every input is checked before any work
+    if not isinstance(seeds, (str, list, tuple, range)):
+        raise ValueError(f"seeds must be a range such as '0-4' or a list of seeds, got {type(seeds).__name__}")
     seeds = parse_seeds(seeds) if isinstance(seeds, str) else [checks.check_seed(s) for s in seeds]
+    if len(set(seeds)) != len(seeds) or len(seeds) > MAX_SEEDS:
+        raise ValueError(f"seeds must name each seed once, at most {MAX_SEEDS} of them, got {len(seeds)} seeds")
     if not seeds:
         raise ValueError("--seeds names no seed: give a range such as 0-4")
     if epochs is not None:
