@@ -95,11 +95,12 @@ def finish_interrupted_save(stem: str | os.PathLike) -> None:
         staged = weights_path.parent / sidecar["weights_file"]
         bound = max_weights_bytes(models.build(sidecar["kind"], sidecar["latent_dim"], sidecar["activation"],
                                                **sidecar.get("options", {})), sidecar["dtype"])
+        verified = (staged != weights_path and files.writer_pid(staged) is not None and staged.is_file()
+                    and not files.is_running(files.writer_pid(staged))
+                    and files.read_verified(staged, sidecar["weights_sha256"], bound) is not None)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, RecursionError):
-        staged = None
-    if staged is not None and staged != weights_path and files.writer_pid(staged) is not None \
-            and staged.is_file() and not files.is_running(files.writer_pid(staged)) \
-            and files.read_verified(staged, sidecar["weights_sha256"], bound) is not None:
+        verified = False
+    if verified:
         os.replace(staged, weights_path)  # the commit happened: roll forward
         files.atomic_write_bytes(sidecar_path, _encode({**sidecar, "weights_file": weights_path.name}))
     files.remove_stale(weights_path.parent, weights_path.name)
@@ -231,7 +232,10 @@ def _weights_payload(weights_path: Path, sidecar: dict, sidecar_path: Path, max_
     if not found:
         raise CheckpointError(f"{weights_path} is missing, though {sidecar_path.name} describes it")
     for path in found:
-        payload = files.read_verified(path, sidecar["weights_sha256"], max_bytes)
+        try:
+            payload = files.read_verified(path, sidecar["weights_sha256"], max_bytes)
+        except OSError as error:
+            raise CheckpointError(f"cannot read {path} ({error.strerror or error}): check its permissions") from None
         if payload is not None:
             return payload
     size = weights_path.stat().st_size if weights_path.is_file() else 0
@@ -272,7 +276,7 @@ def _read(weights_path: Path, sidecar_path: Path, expected: dict) -> tuple[nn.Mo
         model = models.build(sidecar["kind"], sidecar["latent_dim"], sidecar.get("activation", "relu"),
                              **sidecar.get("options", {}))
     except (KeyError, RuntimeError, ValueError, TypeError) as error:
-        raise CheckpointError(f"{weights_path} does not fit its config: {str(error)[:200]}") from error
+        raise CheckpointError(f"{weights_path} does not fit its config: {' '.join(str(error).split())[:200]}") from error
     payload = _weights_payload(weights_path, sidecar, sidecar_path, max_weights_bytes(model, sidecar["dtype"]))
     for key, value in expected.items():
         if sidecar.get(key) != value:
@@ -281,7 +285,7 @@ def _read(weights_path: Path, sidecar_path: Path, expected: dict) -> tuple[nn.Mo
         tensors = safetensors.torch.load(payload)
         model.load_state_dict({name: t.float() for name, t in tensors.items()}, strict=True)
     except (KeyError, RuntimeError, ValueError, TypeError, safetensors.SafetensorError) as error:
-        raise CheckpointError(f"{weights_path} does not fit its config: {str(error)[:200]}") from error
+        raise CheckpointError(f"{weights_path} does not fit its config: {' '.join(str(error).split())[:200]}") from error
     stored = DTYPES[sidecar["dtype"]]
     for name, tensor in tensors.items():
         if tensor.dtype != stored:

@@ -210,7 +210,7 @@ def check_notebook(source) -> None:
         nbformat.validate(notebook)
     except Exception as error:  # bad JSON, bad UTF-8, a notebook of the wrong shape (no metadata, ...)
         reason = " ".join(str(error).split())[:100]
-        raise ValueError(f"{source} is not a valid Jupyter notebook ({reason}): give a chapter's .ipynb file, "
+        raise ValueError(f"{source} is not a Jupyter notebook that nbformat reads ({reason}): give a chapter's .ipynb file, "
                          f"or repair it with `jupyter nbconvert --to notebook`") from None
 
 

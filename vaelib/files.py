@@ -148,7 +148,8 @@ def read_verified(path: Path, sha256: str, max_bytes: int) -> bytes | None:
     """The bytes of `path` if it holds at most `max_bytes` and their SHA-256 is `sha256`, else None.
 
     The size is checked before anything is read, and the hash is computed while reading in chunks, so
-    a huge or replaced file costs neither memory nor a full read. A file that vanishes meanwhile: None.
+    a huge or replaced file costs neither memory nor a full read. A file that vanishes meanwhile: None;
+    one that cannot be read (permissions, a read error): OSError.
     """
     import hashlib
     try:
@@ -162,7 +163,7 @@ def read_verified(path: Path, sha256: str, max_bytes: int) -> bytes | None:
                     return None
                 digest.update(chunk)
                 chunks.append(chunk)
-    except OSError:
+    except FileNotFoundError:
         return None
     return b"".join(chunks) if digest.hexdigest() == sha256 else None
 

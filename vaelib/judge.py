@@ -139,7 +139,10 @@ def load(directory=None) -> DigitClassifier:
                               f"`python -c 'from vaelib import judge; judge.load_or_train(retrain=True)'`") from error
     if not isinstance(sidecar, dict) or sidecar.get("recipe_sha256") != recipe_sha256(sidecar):
         raise CheckpointError(f"{sidecar_path} was edited after it was saved: restore it with git checkout")
-    payload = files.read_verified(weights_path, str(sidecar.get("weights_sha256")), MAX_WEIGHTS_BYTES)  # size first
+    try:
+        payload = files.read_verified(weights_path, str(sidecar.get("weights_sha256")), MAX_WEIGHTS_BYTES)  # size first
+    except OSError as error:
+        raise CheckpointError(f"cannot read {weights_path} ({error.strerror or error}): check its permissions") from None
     if payload is None:
         raise CheckpointError(f"{weights_path} is damaged or was replaced: restore it with git checkout")
     try:

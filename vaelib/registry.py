@@ -109,7 +109,7 @@ def custom_recipe(kind: str = "vae", latent_dim: int = 2, beta: float = 1.0, epo
                   batch_size: int = 128, lr: float = 1e-3, activation: str = "relu",
                   mixed_precision: bool | str = False) -> Recipe:
     """A recipe from loose settings, every one of them checked."""
-    if kind not in models.MODEL_KINDS:
+    if not isinstance(kind, str) or kind not in models.MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}: choose one of {sorted(models.MODEL_KINDS)}")
     models.check_latent_dim(latent_dim)
     train.check_positive_int("epochs", epochs, minimum=0)

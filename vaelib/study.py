@@ -19,6 +19,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import multiprocessing
 import os
 import re
@@ -114,6 +115,8 @@ def finished_records(folder: Path) -> list[dict]:
             checks.check_record("its row", record["row"], {"recipe": str, "seed": int}, ROW_TYPES)
             if path.name != f"seed-{record['row']['seed']}-metrics.json":
                 raise ValueError(f"its row is seed {record['row']['seed']}'s")
+            if not all(math.isfinite(value) for value in record["row"].values() if isinstance(value, float)):
+                raise ValueError("its row holds NaN or an infinite number")
         except (OSError, ValueError, RecursionError) as error:
             raise ValueError(f"{path} is damaged ({' '.join(str(error).split())[:120]}): delete it and run the "
                              f"study again to redo that seed") from None
