@@ -256,7 +256,6 @@ def load_or_train(name: str, retrain: bool = False, train_subset: int | None = N
     train.check_flag("retrain", retrain)
     train.check_flag("progress", progress)
     directory = None if directory is None else checks.check_path("directory", directory)
-    checks.check_optional_int("train_subset", train_subset, maximum=60_000)
     settable = [f.name for f in dataclasses.fields(Recipe)
                 if f.name not in ("kind", "description", "iw_images", "iw_k", "dataset")]
     unknown = [key for key in overrides if key not in settable]
