@@ -41,7 +41,7 @@ vendor: .npm-vendor/.copied
 web-data: book/web/explorer/models.js
 
 book/web/explorer/models.js: $(VENV)/.installed $(wildcard checkpoints/*.json) vaelib/web.py | data  # the map needs MNIST
-	$(BIN)/python -m vaelib export-web $@
+	$(BIN)/python -m vaelib export-web --overwrite $@
 
 # The datasets, before any chapter runs: read from $VAELIB_DATA (Fashion-MNIST also from Debian's folder),
 # else fetched and checked (from $VAELIB_MIRROR's server when set). Fashion-MNIST that cannot be fetched

@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Write the decoder weights, latent means and traversal frames that "
                                         "the book's explorer page decodes in the browser.")
     p.add_argument("path", help="the JavaScript file to write, e.g. book/web/explorer/models.js")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the files that an earlier export-web wrote there (never any other file)")
 
     p = commands.add_parser("sweep", help="re-run a chapter over a grid of parameters with papermill",
                             description="Execute a chapter once per value of a parameter, writing each "
@@ -72,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="_build/sweeps", help="folder for the executed notebooks")
     p.add_argument("--timeout", type=float, default=3600,
                    help="seconds a cell may run before its run is recorded as failed (default 3600)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the notebooks and tables that an earlier sweep wrote in --out")
 
     p = commands.add_parser("study", help="train a registry recipe over several seeds, resumably",
                             description="Train a registry recipe once per seed, keeping each seed's checkpoint "
@@ -124,11 +128,10 @@ def cmd_train(args) -> None:
                                       args.batch_size, args.lr, args.activation, args.precision)
         out = Path(args.out).absolute()  # a path from the current folder, never one in the package
         weights, _ = checkpoints.paths(out)
-        files.check_writable_folder(weights.parent, "--out")
-        checkpoints.finish_interrupted_save(out)
         existing = [path for path in checkpoints.paths(out) if path.exists() or path.is_symlink()]
-        if existing and not args.overwrite:  # checked before training, and again by the save itself
+        if existing and not args.overwrite:  # checked before anything is touched, and again by the save itself
             raise ValueError(f"{existing[0]} already exists: choose another --out, or add --overwrite to replace it")
+        files.check_writable_folder(weights.parent, "--out")
         model, history, metrics = registry.train_recipe(spec, device=args.device, progress=True)
         path = registry.save_trained(out, spec, model, history, metrics, overwrite=args.overwrite)
         print(f"saved {path}: {json.dumps(metrics)}")
@@ -162,6 +165,9 @@ def cmd_evaluate(args) -> None:
     checks.check_positive_int("--k", args.k, maximum=train.MAX_K)  # before anything is allocated
     if args.iw_images is not None:
         checks.check_positive_int("--iw-images", args.iw_images, maximum=10_000)  # the test set's size
+    if args.save:  # the sidecars must be writable before minutes of scoring
+        for target in targets:
+            files.check_writable_folder(checkpoints.paths(target)[1].parent, "--save")
     test_sets = {}  # (dataset, binarized) -> the test images, each loaded once however many targets use it
     test_labels = {}  # dataset -> its test labels (N,), loaded once, for the conditional models only
     rows = []
@@ -220,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "sweep":
-            sweep.run(args.notebook, args.parameter, args.out, args.timeout)
+            sweep.run(args.notebook, args.parameter, args.out, args.timeout, overwrite=args.overwrite)
         elif args.command == "study":
             table = study.run(args.recipe, args.seeds, args.out, args.epochs, args.train_subset, args.jobs,
                               args.iw_k, args.iw_images, precision=args.precision)
@@ -230,9 +236,11 @@ def main(argv: list[str] | None = None) -> int:
             cmd_download(args)
         elif args.command == "export-web":
             from . import web
-            print(f"wrote {web.export(args.path)}")
+            print(f"wrote {web.export(args.path, overwrite=args.overwrite)}")
         else:
             {"train": cmd_train, "evaluate": cmd_evaluate, "list": cmd_list}[args.command](args)
+    except data.DownloadError as error:  # the network or the mirror, not the arguments
+        return fail(args.command, error, 1)
     except (ValueError, FileNotFoundError) as error:  # bad input: one line, exit code 2
         return fail(args.command, error, 2)
     except sweep.SweepFailed as error:  # the runs that worked are written; say which did not

@@ -83,6 +83,9 @@ def check_images(name: str, x) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor (N, 784), got {type(x).__name__}: convert it with "
                          f"torch.as_tensor(...).float()")
+    if x.layout != torch.strided or x.is_meta:
+        raise ValueError(f"{name} must be a dense tensor with values, got a {'meta' if x.is_meta else 'sparse'} one: "
+                         f"convert it with {'.to_dense()' if not x.is_meta else 'real images, e.g. data.load_mnist'}")
     if x.ndim != 2 or x.shape[1] != 784:
         raise ValueError(f"{name} must have shape (N, 784), got {tuple(x.shape)}: flatten each image with "
                          f".reshape(len(x), 784)")
@@ -110,3 +113,142 @@ def check_labels(name: str, y, count: int, num_classes: int = 10) -> torch.Tenso
     if count and (y.min() < 0 or y.max() >= num_classes):
         raise ValueError(f"{name} must hold digits 0..{num_classes - 1}, got {y.min().item()}..{y.max().item()}")
     return y.long()
+
+
+def check_path(name: str, value) -> "Path":
+    """A file or folder path: a str or os.PathLike, not empty (an int, None or bytes is refused)."""
+    import os
+    from pathlib import Path
+    if isinstance(value, (bytes, bool)) or not isinstance(value, (str, os.PathLike)) or str(value) == "":
+        raise ValueError(f"{name} must be a path (a str or pathlib.Path), got {_shown(value)}: pass e.g. "
+                         f"'checkpoints/vae-l2-b1'")
+    return Path(value)
+
+
+def check_choice(name: str, value, choices) -> str:
+    """One of the names in `choices` (a list or an unhashable value is refused, not a TypeError)."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, sorted(choices)))}, got {_shown(value)}")
+    return value
+
+
+def check_optional_int(name: str, value, minimum: int = 1, maximum: int = MAX_INT) -> int | None:
+    """None, or an integer in [minimum, maximum]."""
+    return None if value is None else check_positive_int(name, value, minimum, maximum)
+
+
+def check_mapping(name: str, value) -> dict:
+    """None (taken as {}) or a dict, such as `expected=` of checkpoints.load."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} must be a dict of config keys and values, got {_shown(value)}: "
+                         f"e.g. {{'beta': 1.0}}")
+    return value
+
+
+def check_model(name: str, model):
+    """A torch.nn.Module with float32, dense weights on a real device (what every metric and fit compute with)."""
+    from torch import nn
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"{name} must be a torch.nn.Module such as models.VAE(), got {type(model).__name__}: "
+                         f"load one with checkpoints.load or registry.load_or_train")
+    for key, tensor in model.state_dict().items():
+        if tensor.is_meta:
+            raise ValueError(f"{name} has weights on the meta device ({key}): they hold no values; build it on "
+                             f"a real device or load a checkpoint")
+        if tensor.is_floating_point() and tensor.dtype != torch.float32:
+            raise ValueError(f"{name} holds {str(tensor.dtype)[6:]} weights ({key}): convert it with "
+                             f"model.float() (mixed precision is fit's mixed_precision=)")
+    return model
+
+
+def check_record(what: str, value, fields: dict, optional: dict | None = None):
+    """A JSON object read from a file: a dict with each key in `fields` of its type(s) (None allowed
+    where `type(None)` is listed), and each key of `optional` that it holds of its type(s).
+    Raises ValueError naming the first field that is wrong."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object, got a JSON {type(value).__name__}")
+    for key, types in {**(optional or {}), **fields}.items():
+        types = types if isinstance(types, tuple) else (types,)
+        if key not in value:
+            if key in fields:
+                raise ValueError(f"{what} lacks the field {key!r}")
+            continue
+        item = value[key]
+        if (isinstance(item, bool) and bool not in types) or not isinstance(item, types):
+            raise ValueError(f"{what} has {key}={_shown(item)}, which must be "
+                             f"{' or '.join('null' if t is type(None) else t.__name__ for t in types)}")
+    return value
+
+
+MAX_SWEEP_RUNS = 1000  # runs of one sweep: each executes a whole chapter
+
+
+def check_grid_size(sizes: list[int]) -> int:
+    """The number of runs of a sweep's grid (the product of its values per parameter), at most MAX_SWEEP_RUNS."""
+    runs = 1
+    for size in sizes:
+        runs *= size
+        if runs > MAX_SWEEP_RUNS:
+            break
+    if runs > MAX_SWEEP_RUNS:
+        raise ValueError(f"the grid has {'more than ' if runs != math.prod(sizes) else ''}{runs} runs, but a sweep "
+                         f"runs at most {MAX_SWEEP_RUNS}: give fewer values, or split it into several sweeps")
+    return runs
+
+
+def check_notebook(source) -> None:
+    """A readable Jupyter notebook that nbformat validates, else ValueError (FileNotFoundError if none)."""
+    from pathlib import Path
+    source = Path(source)
+    if not source.is_file():
+        raise FileNotFoundError(f"no notebook at {source}")
+    try:
+        import nbformat
+        notebook = nbformat.reads(source.read_text(), as_version=4)
+        nbformat.validate(notebook)
+    except Exception as error:  # bad JSON, bad UTF-8, a notebook of the wrong shape (no metadata, ...)
+        reason = " ".join(str(error).split())[:100]
+        raise ValueError(f"{source} is not a Jupyter notebook that nbformat reads ({reason}): give a chapter's .ipynb file, "
+                         f"or repair it with `jupyter nbconvert --to notebook`") from None
+
+
+def check_url(name: str, url) -> str:
+    """An http:// or https:// address (file://, ftp:// and others are refused: a download reads only the web)."""
+    from urllib.parse import urlsplit
+    if not isinstance(url, str) or urlsplit(url).scheme.lower() not in ("http", "https") or not urlsplit(url).netloc:
+        raise ValueError(f"{name} must be an http:// or https:// address, got {_shown(url)}")
+    return url
+
+
+def check_replaceable(path, overwrite: bool, signature: bytes | None = None, what: str = "it") -> bool:
+    """Whether `path` may be written: True if it does not exist; refused (ValueError) if it exists and
+    `overwrite` is False, if it is not a regular file, or (with `signature`) if it does not begin with
+    those bytes, so that only a file this library wrote is ever replaced. Returns False for an existing file."""
+    import os
+    import stat
+    from pathlib import Path
+    path = Path(path)
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return True
+    except OSError as error:
+        raise ValueError(f"cannot inspect {path} ({error.strerror}): choose another place for {what}") from error
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{path} exists and is not a regular file: move it aside or choose another place for {what}")
+    if not overwrite:
+        raise ValueError(f"{path} already exists: choose another place for {what}, or add --overwrite "
+                         f"(overwrite=True) to replace it")
+    if signature is not None:
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(len(signature))
+        except OSError as error:
+            raise ValueError(f"cannot read {path} ({error.strerror}): move it aside first") from error
+        if head != signature:
+            raise ValueError(f"{path} was not written by vaelib (it does not begin with {signature[:40]!r}): "
+                             f"it is never replaced, even with --overwrite; move it aside first")
+    return False
+

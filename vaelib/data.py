@@ -18,6 +18,7 @@ import http.client
 import io
 import os
 import stat
+import urllib.parse
 import urllib.request
 import zlib
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import files
+from . import checks, files
 
 DEFAULT_ROOT = "./data"
 ENV_VAR = "VAELIB_DATA"
@@ -85,16 +86,21 @@ class DataError(FileNotFoundError):
     """A dataset file is missing, truncated or corrupt. The message says which one and how to fix it."""
 
 
+class DownloadError(OSError):
+    """A download failed on every mirror (no answer, an HTTP error, a bad or oversized reply, a wrong SHA-256):
+    a failure of the network or the mirror, not of the arguments (the command line exits 1)."""
+
+
 def data_root(root: str | os.PathLike | None = None) -> Path:
     """The data root: `root` if given, else $VAELIB_DATA, else ./data."""
     if root is not None:
-        return Path(root)
+        return checks.check_path("root", root)
     return Path(os.environ.get(ENV_VAR) or DEFAULT_ROOT)
 
 
 def _dataset_info(dataset: str) -> DatasetInfo:
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}: choose one of {sorted(DATASETS)}")
+    if not isinstance(dataset, str) or dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {checks._shown(dataset)}: choose one of {sorted(DATASETS)}")
     return DATASETS[dataset]
 
 
@@ -227,9 +233,17 @@ def download(
     else from the dataset's canonical mirrors. A file that is already there is never touched, even when it
     is corrupt: `read_idx` reports it. Each download goes to a temporary file first and is moved into place
     only once it checks out.
+    Only http(s) addresses are fetched, redirects included; a failure on every mirror is `DownloadError`.
     """
     info = _dataset_info(dataset)
     folder = raw_folder(dataset, root)
+    if mirrors is not None:
+        if isinstance(mirrors, str) or not isinstance(mirrors, (tuple, list)):
+            raise ValueError(f"mirrors must be a tuple of base URLs, got {type(mirrors).__name__}: e.g. "
+                             f"('http://127.0.0.1:8000/',)")
+        for mirror in mirrors:
+            checks.check_url("a mirror", mirror)
+    checks.check_number("timeout", timeout, 0.0, strict=True)
     files.remove_stale(folder)  # the .part files of a download that was killed
     # whatever is there already (even a dangling link) is the user's: never touched, read_idx reports it
     missing = {name: sha for name, sha in info.sha256.items()
@@ -241,7 +255,7 @@ def download(
         for mirror in mirrors or env_mirrors(dataset) or info.mirrors:
             url = f"{mirror.rstrip('/')}/{name}.gz"
             try:
-                payload, data = _fetch(url, timeout, SIZES[name])
+                payload, data = _fetch(url, timeout, SIZES[name], max_reply(name))
             except (OSError, ValueError) as error:
                 errors.append(f"{url}: {' '.join(str(error).split()) or type(error).__name__}")
                 continue  # URLError, a bad gzip, a short body, a reply that is not HTTP: the next mirror
@@ -255,7 +269,7 @@ def download(
                 pass  # appeared meanwhile: keep the user's file
             break
         else:
-            raise DataError(
+            raise DownloadError(
                 f"could not download {name}.gz into {folder}: " + "; ".join(errors)
                 + f". Without internet, copy the files there by hand, set {ENV_VAR} to a folder that holds "
                 f"{info.folder}/raw/, or set {MIRROR_VAR} to a server that does"
@@ -264,19 +278,45 @@ def download(
     return folder
 
 
-def _fetch(url: str, timeout: float, limit: int) -> tuple[bytes, bytes]:
+def max_reply(name: str) -> int:
+    """The most bytes a mirror's reply for `name` may hold: the file itself, plus what gzip can add."""
+    return min(MAX_DOWNLOAD, SIZES[name] + SIZES[name] // 100 + 65536)
+
+
+class _WebOnlyRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow at most 5 redirects, and only to http:// or https:// addresses."""
+    max_redirections = 5
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        scheme = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl)).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise ValueError(f"it redirects to a {scheme or 'schemeless'}: address, which is never followed")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_WebOnlyRedirects)
+
+
+def _fetch(url: str, timeout: float, limit: int, max_bytes: int = MAX_DOWNLOAD) -> tuple[bytes, bytes]:
     """(the gzip bytes, their decompressed bytes) from `url`; ValueError or OSError says what went wrong."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with _OPENER.open(url, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
-            payload = response.read(MAX_DOWNLOAD + 1)
+            if length is not None and length.isdigit() and int(length) > max_bytes:
+                raise ValueError(f"the reply would hold {length} bytes, more than the {max_bytes} that this "
+                                 f"file can take: not a dataset file")
+            chunks, total = [], 0
+            while total <= max_bytes and (chunk := response.read(min(1 << 20, max_bytes + 1 - total))):
+                chunks.append(chunk)
+                total += len(chunk)
+            payload = b"".join(chunks)
     except http.client.IncompleteRead as error:
         raise ValueError(f"the reply ended after {len(error.partial)} bytes of the promised "
                          f"{len(error.partial) + (error.expected or 0)}") from error
     except http.client.HTTPException as error:  # BadStatusLine, RemoteDisconnected, ...
         raise ValueError(f"not an HTTP reply ({type(error).__name__}: {str(error)[:60]!r})") from error
-    if len(payload) > MAX_DOWNLOAD:
-        raise ValueError(f"the reply is larger than {MAX_DOWNLOAD} bytes: not a dataset file")
+    if len(payload) > max_bytes:
+        raise ValueError(f"the reply is larger than {max_bytes} bytes: not a dataset file")
     if length is not None and length.isdigit() and len(payload) != int(length):
         raise ValueError(f"the reply ended after {len(payload)} bytes of the promised {length}")
     return payload, _inflate(io.BytesIO(payload), limit)
@@ -295,8 +335,10 @@ def load_mnist(
 
     Introduced in: 01_data
     """
-    if split not in SPLIT_PREFIX:
-        raise ValueError(f"unknown split {split!r}: choose 'train' or 'test'")
+    checks.check_choice("split", split, SPLIT_PREFIX)
+    data_root(root)
+    _dataset_info(dataset)
+    checks.check_flag("download_missing", download_missing)
     prefix = SPLIT_PREFIX[split]
     images_name, labels_name = f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"
     if download_missing:
@@ -330,8 +372,9 @@ def binarize(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     log-likelihood, comparable with the literature (Burda, Grosse and Salakhutdinov 2016, Table 1).
     Introduced in: 03_vae
     """
-    generator = torch.Generator().manual_seed(seed)
-    return torch.bernoulli(x.float().cpu(), generator=generator)
+    checks.check_images("x", x)
+    generator = torch.Generator().manual_seed(checks.check_seed(seed))
+    return torch.bernoulli(x.cpu(), generator=generator)
 
 
 class Batches:
@@ -349,10 +392,15 @@ class Batches:
     def __init__(self, *tensors: torch.Tensor, batch_size: int = 128, shuffle: bool = True, seed: int = 0):
         if not tensors:
             raise ValueError("Batches needs at least one tensor")
+        for tensor in tensors:
+            if not isinstance(tensor, torch.Tensor) or tensor.ndim == 0:
+                raise ValueError(f"Batches takes tensors with one row per example, got {type(tensor).__name__}: "
+                                 f"convert it with torch.as_tensor")
         if any(len(t) != len(tensors[0]) for t in tensors):
             raise ValueError(f"all tensors must have the same length, got {[len(t) for t in tensors]}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        checks.check_positive_int("batch_size", batch_size)
+        checks.check_flag("shuffle", shuffle)
+        checks.check_seed(seed)
         self.tensors = tensors
         self.batch_size = batch_size
         self.shuffle = shuffle

@@ -16,7 +16,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import grid, losses, models
-from .checks import check_labels, check_number, check_positive_int
+from .checks import (check_beta, check_choice, check_flag, check_images, check_labels, check_model, check_number,
+                     check_optional_int, check_positive_int, check_seed)
 from .device import autocast
 
 
@@ -38,6 +39,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, beta: float = 1.0, batch_size: i
     uses its own seed and leaves the global random state as it was. A conditional VAE needs `labels` (N,):
     its `loss` then bounds -log p(x | y).
     """
+    check_model("model", model), check_images("x", x), check_beta(beta), check_positive_int("batch_size", batch_size)
+    check_seed(seed), check_choice("precision", precision, ("float32", "bfloat16", "float16"))
     labels = conditions(model, labels, len(x))
     device = model_device(model)
     model.eval()
@@ -75,6 +78,9 @@ def importance_weighted_bound(model: nn.Module, x: torch.Tensor, k: int = 1000, 
     A conditional VAE needs `labels` (N,), and bounds log p(x | y): every term is conditioned on the label.
     Introduced in: 04_beta
     """
+    check_model("model", model), check_images("x", x), check_positive_int("k", k, maximum=MAX_K), check_seed(seed)
+    check_optional_int("images_per_chunk", images_per_chunk), check_positive_int("decode_batch", decode_batch)
+    check_flag("progress", progress), check_posterior(posterior, len(x))
     bounds = [torch.logsumexp(log_w, dim=0) - math.log(k)  # (b,)
               for log_w, _, _ in _log_weights(model, x, k, seed, images_per_chunk, decode_batch, progress, posterior,
                                         labels, sigma_scale, prior_share)]
@@ -148,7 +154,8 @@ def elbo(model: nn.Module, x: torch.Tensor, mu: torch.Tensor | None = None, logv
     pixels count (the ELBO of log p(x_visible), chapter 8). A conditional VAE needs `labels` (N,).
     Introduced in: 09_loss
     """
-    check_positive_int("samples", samples)
+    check_model("model", model), check_images("x", x), check_positive_int("samples", samples), check_seed(seed)
+    check_beta(beta), check_posterior(None if mu is None else (mu, logvar), len(x))
     labels = conditions(model, labels, len(x))
     device = model_device(model)
     x, mu, logvar = (None if t is None else t.to(device) for t in (x, mu, logvar))
@@ -177,6 +184,7 @@ def encode_dataset(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = N
 
     A conditional VAE encodes each image with its label `y`: q(z | x, y).
     """
+    check_model("model", model), check_images("x", x), check_positive_int("batch_size", batch_size)
     condition = conditions(model, y if models.is_conditional(model) else None, len(x), "y")  # plain: y only passes through
     device = model_device(model)
     model.eval()
@@ -193,9 +201,23 @@ def active_units(model: nn.Module, x: torch.Tensor, threshold: float = 0.01,
     Returns the count and the per-unit variances (L,). A conditional VAE needs `labels` (N,).
     Introduced in: 04_beta
     """
+    check_number("threshold", threshold)
     mu, _ = encode_dataset(model, x, labels)  # (N, L)
     variance = mu.double().var(dim=0)  # (L,)
     return int((variance > threshold).sum()), variance.float()
+
+
+def check_posterior(posterior, count: int) -> None:
+    """None, or Gaussians (mu, logvar) for `count` images: two float tensors (N, L) of one shape, finite."""
+    if posterior is None:
+        return
+    if (not isinstance(posterior, (tuple, list)) or len(posterior) != 2
+            or not all(isinstance(p, torch.Tensor) and p.is_floating_point() and p.ndim == 2 for p in posterior)
+            or posterior[0].shape != posterior[1].shape or len(posterior[0]) != count):
+        raise ValueError(f"the posterior must be (mu, logvar), two float tensors (N, L) with N = {count}, one row "
+                         f"per image: pass what refine_posterior returns")
+    if not all(torch.isfinite(p).all() for p in posterior):
+        raise ValueError("the posterior (mu, logvar) holds NaN or infinite values: refit it with a smaller lr")
 
 
 def conditions(model: nn.Module, labels: torch.Tensor | None, count: int, name: str = "labels") -> torch.Tensor | None:

@@ -142,3 +142,39 @@ def check_writable_folder(folder: Path, what: str = "the output folder") -> Path
         raise ValueError(f"cannot write to {folder.absolute()} ({error.strerror or error}): choose a folder "
                          f"you can write to for {what}") from error
     return folder
+
+
+def read_verified(path: Path, sha256: str, max_bytes: int) -> bytes | None:
+    """The bytes of `path` if it holds at most `max_bytes` and their SHA-256 is `sha256`, else None.
+
+    The size is checked before anything is read, and the hash is computed while reading in chunks, so
+    a huge or replaced file costs neither memory nor a full read. A file that vanishes meanwhile: None;
+    one that cannot be read (permissions, a read error): OSError.
+    """
+    import hashlib
+    try:
+        with open(path, "rb") as handle:
+            if os.fstat(handle.fileno()).st_size > max_bytes:
+                return None
+            digest, chunks, total = hashlib.sha256(), [], 0
+            while chunk := handle.read(1 << 20):
+                total += len(chunk)
+                if total > max_bytes:  # it grew while being read
+                    return None
+                digest.update(chunk)
+                chunks.append(chunk)
+    except FileNotFoundError:
+        return None
+    return b"".join(chunks) if digest.hexdigest() == sha256 else None
+
+
+def fingerprint(*paths: Path) -> tuple:
+    """(inode, size, mtime) of each path (None where absent): it changes whenever a save replaces one."""
+    found = []
+    for path in paths:
+        try:
+            info = os.stat(path)
+            found.append((info.st_ino, info.st_size, info.st_mtime_ns))
+        except OSError:
+            found.append(None)
+    return tuple(found)

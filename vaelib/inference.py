@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from . import grid, losses
-from .checks import check_learning_rate, check_positive_int
+from .checks import check_beta, check_images, check_learning_rate, check_model, check_positive_int, check_seed
 from .evaluate import _elbo, _log_weights, model_device
 
 
@@ -34,7 +34,8 @@ def refine_posterior(model: nn.Module, x: torch.Tensor, steps: int = 300, lr: fl
     A conditional VAE needs `labels` (N,). Runs on the model's device;
     returns CPU tensors. Introduced in: 09_loss
     """
-    check_positive_int("steps", steps, minimum=0)
+    check_model("model", model), check_images("x", x), check_positive_int("steps", steps, minimum=0)
+    check_learning_rate(lr), check_positive_int("samples", samples), check_seed(seed), check_beta(beta)
     model.eval()
     device = model_device(model)
     x = x.to(device)

@@ -128,18 +128,25 @@ def save(model: nn.Module, recipe: JudgeRecipe, history: list, metrics: dict, di
     return weights_path
 
 
+MAX_WEIGHTS_BYTES = 64 * 2**20  # the judge's float16 weights take well under 1 MB
+
+
 def load(directory=None) -> DigitClassifier:
     """The shipped judge, after checking its weights' and its sidecar's SHA-256; `model.record` is the sidecar."""
     weights_path, sidecar_path = _paths(directory)
     try:
         sidecar = json.loads(sidecar_path.read_text())
-        payload = weights_path.read_bytes()
-    except (OSError, ValueError) as error:
+        weights_path.stat()
+    except (OSError, ValueError, RecursionError) as error:
         raise CheckpointError(f"cannot read the judge's checkpoint ({error}): train it again with "
                               f"`python -c 'from vaelib import judge; judge.load_or_train(retrain=True)'`") from error
     if not isinstance(sidecar, dict) or sidecar.get("recipe_sha256") != recipe_sha256(sidecar):
         raise CheckpointError(f"{sidecar_path} was edited after it was saved: restore it with git checkout")
-    if hashlib.sha256(payload).hexdigest() != sidecar.get("weights_sha256"):
+    try:
+        payload = files.read_verified(weights_path, str(sidecar.get("weights_sha256")), MAX_WEIGHTS_BYTES)  # size first
+    except OSError as error:
+        raise CheckpointError(f"cannot read {weights_path} ({error.strerror or error}): check its permissions") from None
+    if payload is None:
         raise CheckpointError(f"{weights_path} is damaged or was replaced: restore it with git checkout")
     try:
         model = DigitClassifier(sidecar.get("width", 16))

@@ -16,13 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import MAX_HIDDEN_LAYERS, check_latent_dim, check_positive_int  # noqa: F401  (check_latent_dim: its home is checks.py)
+from .checks import MAX_HIDDEN_LAYERS, MAX_LATENT_DIM, check_choice, check_flag, check_latent_dim, check_positive_int  # noqa: F401  (check_latent_dim: its home is checks.py)
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
 
 def activation_layer(name: str) -> nn.Module:
-    if name not in ACTIVATIONS:
+    if not isinstance(name, str) or name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}: choose one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
 
@@ -52,7 +52,8 @@ class Autoencoder(nn.Module):
                  activation: str = "relu"):
         super().__init__()
         self.latent_dim = check_latent_dim(latent_dim)
-        self.bottleneck_relu = bottleneck_relu
+        check_positive_int("hidden_dim", hidden_dim, maximum=MAX_LATENT_DIM)
+        self.bottleneck_relu = check_flag("bottleneck_relu", bottleneck_relu)
         self.encoder = nn.Sequential(
             nn.Linear(784, hidden_dim), activation_layer(activation),  # (B, 784) -> (B, 400)
             nn.Linear(hidden_dim, latent_dim),  # (B, 400) -> (B, L)
@@ -89,6 +90,7 @@ class VAE(nn.Module):
     def __init__(self, latent_dim: int = 2, hidden_dim: int = 400, activation: str = "relu", hidden_layers: int = 1):
         super().__init__()
         self.latent_dim = check_latent_dim(latent_dim)
+        check_positive_int("hidden_dim", hidden_dim, maximum=MAX_LATENT_DIM)
         check_positive_int("hidden_layers", hidden_layers, maximum=MAX_HIDDEN_LAYERS)
         encoder = [nn.Linear(784, hidden_dim), activation_layer(activation)]  # (B, 784) -> (B, H)
         decoder = [nn.Linear(latent_dim, hidden_dim), nn.ReLU()]  # (B, L) -> (B, H)
@@ -245,6 +247,7 @@ class ConvVAE(nn.Module):
     def __init__(self, latent_dim: int = 2, activation: str = "relu", fast: bool = True):
         super().__init__()
         self.latent_dim = check_latent_dim(latent_dim)
+        check_flag("fast", fast)
         act = lambda: activation_layer(activation)  # noqa: E731
         self.encoder = nn.Sequential(
             nn.Conv2d(1, 32, 4, stride=2), act(),  # (B, 1, 28, 28) -> (B, 32, 13, 13)
@@ -315,7 +318,8 @@ class ConditionalVAE(nn.Module):
     def __init__(self, latent_dim: int = 2, hidden_dim: int = 400, activation: str = "relu", num_classes: int = 10):
         super().__init__()
         self.latent_dim = check_latent_dim(latent_dim)
-        self.num_classes = num_classes
+        check_positive_int("hidden_dim", hidden_dim, maximum=MAX_LATENT_DIM)
+        self.num_classes = check_positive_int("num_classes", num_classes, minimum=2, maximum=1000)
         self.encoder = nn.Sequential(nn.Linear(784 + num_classes, hidden_dim),
                                      activation_layer(activation))  # (B, 794) -> (B, 400)
         self.to_mu = nn.Linear(hidden_dim, latent_dim)  # (B, 400) -> (B, L)
@@ -351,8 +355,7 @@ MODEL_KINDS = {"autoencoder": Autoencoder, "vae": VAE, "conv_vae": ConvVAE, "cva
 
 def build(kind: str, latent_dim: int = 2, activation: str = "relu", **options) -> nn.Module:
     """A model by its kind name: 'autoencoder', 'vae', 'conv_vae' or 'cvae'; `options` go to its constructor."""
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"unknown model kind {kind!r}: choose one of {sorted(MODEL_KINDS)}")
+    check_choice("kind", kind, MODEL_KINDS)
     return MODEL_KINDS[kind](latent_dim=latent_dim, activation=activation, **options)
 
 

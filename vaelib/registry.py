@@ -102,7 +102,7 @@ REGISTRY = {
 
 
 def recipe(name: str) -> Recipe:
-    if name not in REGISTRY:
+    if not isinstance(name, str) or name not in REGISTRY:
         raise ValueError(f"unknown model name {name!r}: choose one of {', '.join(REGISTRY)}")
     return REGISTRY[name]
 
@@ -111,7 +111,7 @@ def custom_recipe(kind: str = "vae", latent_dim: int = 2, beta: float = 1.0, epo
                   batch_size: int = 128, lr: float = 1e-3, activation: str = "relu",
                   mixed_precision: bool | str = False) -> Recipe:
     """A recipe from loose settings, every one of them checked."""
-    if kind not in models.MODEL_KINDS:
+    if not isinstance(kind, str) or kind not in models.MODEL_KINDS:
         raise ValueError(f"unknown model kind {kind!r}: choose one of {sorted(models.MODEL_KINDS)}")
     models.check_latent_dim(latent_dim)
     train.check_positive_int("epochs", epochs, minimum=0)
@@ -134,6 +134,8 @@ def test_metrics(model: nn.Module, test_x: torch.Tensor, iw_images: int = 10_000
     both bounds on the same images beside it. A conditional VAE needs the
     test `labels` (N,); its numbers then bound -log p(x | y).
     """
+    checks.check_model("model", model), checks.check_images("test_x", test_x), checks.check_flag("progress", progress)
+    checks.check_positive_int("iw_images", iw_images), checks.check_positive_int("k", k, maximum=train.MAX_K)
     metrics = train.evaluate(model, test_x, beta=1.0, labels=labels)
     result = {"neg_elbo": metrics["loss"], "reconstruction": metrics["reconstruction"], "kl": metrics["kl"]}
     if isinstance(model, models.Autoencoder):
@@ -173,6 +175,7 @@ def code_collapse(model: nn.Module, test_x: torch.Tensor) -> dict:
 def test_images(binarized: bool = False, dataset: str = "mnist") -> torch.Tensor:
     """The test images (10000, 784) of `dataset` (MNIST unless told): grey levels, or drawn once as
     binary pixels (seed 0)."""
+    checks.check_flag("binarized", binarized)
     test_x, _ = data.load_mnist("test", dataset=dataset)
     return data.binarize(test_x, seed=0) if binarized else test_x
 
@@ -193,6 +196,7 @@ def train_recipe(spec: Recipe, train_subset: int | None = None, device=None, pro
 
     A conditional recipe ('cvae') trains with the training labels and is scored with the test labels.
     """
+    checks.check_flag("progress", progress), checks.check_flag("compute_metrics", compute_metrics)
     train_x, train_y = data.load_mnist("train", dataset=spec.dataset)
     test_x = test_images(spec.binarized, spec.dataset)
     if train_subset is not None:
@@ -234,6 +238,8 @@ def round_to_float16(model: nn.Module) -> None:
 
 def status(name: str, directory: Path | None = None) -> str:
     """'valid', 'missing' or 'invalid: <why>' for a registry model's checkpoint."""
+    recipe(name)
+    directory = None if directory is None else checks.check_path("directory", directory)
     stem = (directory or checkpoints.CHECKPOINT_DIR) / name
     weights, sidecar = checkpoints.paths(stem)
     if not weights.exists() and not sidecar.exists():
@@ -260,6 +266,8 @@ def load_or_train(name: str, retrain: bool = False, train_subset: int | None = N
     """
     spec = recipe(name)
     train.check_flag("retrain", retrain)
+    train.check_flag("progress", progress)
+    directory = None if directory is None else checks.check_path("directory", directory)
     settable = [f.name for f in dataclasses.fields(Recipe)
                 if f.name not in ("kind", "description", "iw_images", "iw_k", "dataset")]
     unknown = [key for key in overrides if key not in settable]
@@ -312,6 +320,7 @@ def save_trained(stem: str | Path, spec: Recipe, model: nn.Module, history: list
     When the save fails (a full disk, a folder made read-only, a checkpoint that another run saved at
     `stem` meanwhile), the trained model is kept under another name and `SaveFailed` says where.
     """
+    checks.check_flag("overwrite", overwrite)
     config = {**spec.config(), "mixed_precision": spec.mixed_precision, "precision": trained_precision(history),
               "data_sha256": data.DATASETS[spec.dataset].sha256}
     try:
@@ -334,6 +343,8 @@ def save_trained(stem: str | Path, spec: Recipe, model: nn.Module, history: list
 def retrain_and_save(name: str, directory: Path | None = None, device=None, progress: bool = True) -> Path:
     """Train `name` with its recipe and replace its checkpoint, atomically, only once training succeeded."""
     spec = recipe(name)
+    checks.check_flag("progress", progress)
+    directory = None if directory is None else checks.check_path("directory", directory)
     directory = files.check_writable_folder(directory or checkpoints.CHECKPOINT_DIR, "the checkpoints")
     model, history, metrics = train_recipe(spec, device=device, progress=progress)
     return save_trained(directory / name, spec, model, history, metrics)

@@ -69,6 +69,9 @@ def _check_fields(sidecar) -> None:
         raise ValueError("weights_sha256 must be 64 hexadecimal digits")
     if not isinstance(sidecar.get("history", []), list) or not isinstance(sidecar.get("metrics", {}), dict):
         raise ValueError("history must be a JSON list and metrics a JSON object")
+    for key, value in sidecar.get("metrics", {}).items():  # not hashed (evaluate --save updates them), but typed
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"metrics has {key}={value!r:.40}, which must be a number")
 
 
 def check_sidecar(sidecar, path: Path) -> dict:

@@ -34,7 +34,7 @@ import scipy.stats
 import torch
 from tqdm.auto import tqdm
 
-from . import checkpoints, checks, data, files, registry, train
+from . import checkpoints, checks, data, device, files, registry, train
 
 COLUMNS = ("recipe", "seed", "neg_elbo", "bce", "kl", "iw_nll", "iw_k", "iw_images", "exact_nll", "neg_elbo_exact",
            "iw_nll_exact", "exact_images", "active_units", "dead_units", "clipped_share", "precision", "epochs",
@@ -49,6 +49,9 @@ SUMMARISED = ("neg_elbo", "bce", "kl", "iw_nll", "exact_nll", "neg_elbo_exact", 
 PRECISIONS = ("float32", "bfloat16", "float16")  # --precision: the study's own folder, `<recipe>-<precision>`
 
 
+MAX_SEEDS = 10_000  # seeds in one study: a range of more is refused, never cut short
+
+
 def parse_seeds(text: str) -> list[int]:
     """'0-4' -> [0, 1, 2, 3, 4]; '0,2,5' and '0-2,7' work too. Refused: '4-0', 'a-b', repeats."""
     seeds = []
@@ -59,7 +62,9 @@ def parse_seeds(text: str) -> list[int]:
         low, high = int(match.group(1)), int(match.group(2) or match.group(1))
         if high < low:
             raise ValueError(f"--seeds {part.strip()} runs backwards: write {high}-{low}")
-        seeds.extend(checks.check_seed(seed) for seed in range(low, min(high, low + 10_000) + 1))
+        checks.check_seed(high)
+        checks.check_positive_int("the number of --seeds", len(seeds) + high - low + 1, maximum=MAX_SEEDS)
+        seeds.extend(range(low, high + 1))
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds {text} names a seed twice: name each seed once")
     return seeds
@@ -122,15 +127,39 @@ def _run_seed(name, spec, stem, train_subset, iw_k, threads, train_fn=train_and_
     return row
 
 
-def finished_rows(folder: Path) -> list[dict]:
-    """The table's rows from every finished seed's metrics file in `folder`, by seed."""
-    rows = []
+ROW_TYPES = {key: (str,) if key in TEXT else (int, type(None)) if key in INTS else (int, float, type(None))
+             for key in COLUMNS} | {"seed": int}
+
+
+def finished_records(folder: Path) -> list[dict]:
+    """Every finished seed's metrics file in `folder` ({"row", "config", "metrics"}), checked, by seed."""
+    records = []
     for path in folder.glob("seed-*-metrics.json"):
         try:
-            rows.append(json.loads(path.read_text())["row"])
-        except (OSError, ValueError, KeyError) as error:
-            raise ValueError(f"{path} is damaged ({error}): delete it and run the study again to redo that seed")
-    return sorted(rows, key=lambda row: row["seed"])
+            record = checks.check_record("the file", json.loads(path.read_text()),
+                                         {"row": dict, "config": dict, "metrics": dict})
+            checks.check_record("its row", record["row"], {"recipe": str, "seed": int}, ROW_TYPES)
+            if path.name != f"seed-{record['row']['seed']}-metrics.json":
+                raise ValueError(f"its row is seed {record['row']['seed']}'s")
+            if not all(math.isfinite(value) for value in record["row"].values() if isinstance(value, float)):
+                raise ValueError("its row holds NaN or an infinite number")
+        except (OSError, ValueError, RecursionError) as error:
+            raise ValueError(f"{path} is damaged ({' '.join(str(error).split())[:120]}): delete it and run the "
+                             f"study again to redo that seed") from None
+        records.append(record)
+    return sorted(records, key=lambda record: record["row"]["seed"])
+
+
+def finished_rows(folder: Path) -> list[dict]:
+    """The table's rows from every finished seed's metrics file in `folder`, by seed."""
+    return [record["row"] for record in finished_records(folder)]
+
+
+def settings(config: dict, row: dict) -> dict:
+    """What must be equal across a study's seeds: the recipe (but its seed), epochs, train images, the IW bound's
+    k and images (a finished seed's from its metrics file, or a run's from its recipe and arguments)."""
+    return {**{key: value for key, value in config.items() if key != "seed"},
+            **{key: row.get(key) for key in ("epochs", "train_subset", "iw_k", "iw_images")}}
 
 
 def _cell(value, key: str) -> str:
@@ -245,7 +274,11 @@ def run(recipe: str, seeds: str | list[int], out: str | os.PathLike = "results/s
     Introduced in: 04_beta
     """
     spec = registry.recipe(recipe)  # every input is checked before any work
+    if not isinstance(seeds, (str, list, tuple, range)):
+        raise ValueError(f"seeds must be a range such as '0-4' or a list of seeds, got {type(seeds).__name__}")
     seeds = parse_seeds(seeds) if isinstance(seeds, str) else [checks.check_seed(s) for s in seeds]
+    if len(set(seeds)) != len(seeds) or len(seeds) > MAX_SEEDS:
+        raise ValueError(f"seeds must name each seed once, at most {MAX_SEEDS} of them, got {len(seeds)} seeds")
     if not seeds:
         raise ValueError("--seeds names no seed: give a range such as 0-4")
     if epochs is not None:
@@ -261,12 +294,25 @@ def run(recipe: str, seeds: str | list[int], out: str | os.PathLike = "results/s
     iw_k = spec.iw_k if iw_k is None else checks.check_positive_int("--iw-k", iw_k, maximum=train.MAX_K)
     cores = default_jobs() * 2
     jobs = default_jobs() if jobs is None else checks.check_positive_int("--jobs", jobs)
+    checks.check_flag("progress", progress)
+    out = checks.check_path("--out", out)
+    device.choose_precision(None, None, None, spec.mixed_precision)  # float16 on a CPU: refused before any work
     data.load_mnist("test", dataset=spec.dataset)  # the data is there and sound, before any training
-    folder = files.check_writable_folder(Path(out) / study_name(recipe, epochs, train_subset, precision), "--out")
-    done = {row["seed"]: row for row in finished_rows(folder)}
-    for seed, row in done.items():
-        if seed in seeds and (row["epochs"], row["train_subset"]) != (spec.epochs, train_subset):
-            raise ValueError(f"{folder} holds seed {seed} trained with other settings: choose another --out")
+    folder = Path(out) / study_name(recipe, epochs, train_subset, precision)
+    scored = spec.kind != "autoencoder"  # an autoencoder has no IW bound
+    wanted = settings(spec.config(), {"epochs": spec.epochs, "train_subset": train_subset,
+                                      "iw_k": iw_k if scored else None,
+                                      "iw_images": min(spec.iw_images, 10_000) if scored else None})
+    records = finished_records(folder) if folder.is_dir() else []
+    for record in records:
+        found = settings(record["config"], record["row"])
+        if found != wanted:
+            key = next(key for key in {**wanted, **found} if wanted.get(key) != found.get(key))
+            raise ValueError(f"{folder} holds seed {record['row']['seed']} trained with other settings ({key} "
+                             f"{found.get(key)!r}, here {wanted.get(key)!r}): a study's seeds must share them; "
+                             f"choose another --out, or give the same settings")
+    folder = files.check_writable_folder(folder, "--out")
+    done = {record["row"]["seed"]: record["row"] for record in records}
     todo = [seed for seed in seeds if seed not in done]
     threads = max(1, cores // min(jobs, max(1, len(todo)))) if jobs > 1 else 0
     bar = tqdm(total=len(seeds), initial=len(seeds) - len(todo), desc=f"{recipe} seeds", unit="seed",

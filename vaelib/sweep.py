@@ -2,7 +2,8 @@
 
     python -m vaelib sweep chapters/04_beta.ipynb -p beta 0 1 2 4 8 -p epochs 5
 
-Each run's executed notebook is written to `--out` (the originals are never touched). A chapter
+Each run's executed notebook is written to `--out` (the originals are never touched; a file already there is
+replaced only with `--overwrite`, and every name is checked before the first run). A chapter
 reports its numbers from the cell tagged `results`, which prints one line: `RESULTS {json}`; the
 sweep collects the scalar entries of that dict into a markdown table.
 Introduced in: the README, for instructors.
@@ -14,7 +15,7 @@ import json
 import re
 from pathlib import Path
 
-from . import checks
+from . import checks, files
 
 
 def parse_value(text: str):
@@ -41,17 +42,7 @@ def markdown_cell(value) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def check_notebook(source: Path) -> None:
-    """A readable Jupyter notebook, else ValueError (FileNotFoundError if there is nothing there)."""
-    if not source.is_file():
-        raise FileNotFoundError(f"no notebook at {source}")
-    try:
-        notebook = json.loads(source.read_bytes())
-    except (ValueError, UnicodeDecodeError):
-        notebook = None
-    if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list) or "nbformat" not in notebook:
-        raise ValueError(f"{source} is not a Jupyter notebook (a JSON object with 'cells' and 'nbformat'): "
-                         f"give a chapter's .ipynb file")
+check_notebook = checks.check_notebook  # its home is checks.py
 
 
 def notebook_results(path: str | Path) -> dict:
@@ -77,12 +68,13 @@ def write_table(rows: list[dict], folder: Path, stem: str) -> Path:
     for row in rows:
         lines.append("| " + " | ".join(markdown_cell(row.get(c, "")) for c in columns) + " |")
     table = folder / f"{stem}_sweep.md"
-    table.write_text("\n".join(lines) + "\n")
-    (folder / f"{stem}_sweep.json").write_text(json.dumps(rows, indent=1) + "\n")
+    files.atomic_write_bytes(table, ("\n".join(lines) + "\n").encode())
+    files.atomic_write_bytes(folder / f"{stem}_sweep.json", (json.dumps(rows, indent=1) + "\n").encode())
     return table
 
 
-def run(notebook: str, parameters: list[list[str]], out: str = "_build/sweeps", timeout: float = 3600) -> Path:
+def run(notebook: str, parameters: list[list[str]], out: str = "_build/sweeps", timeout: float = 3600,
+        overwrite: bool = False) -> Path:
     """Execute `notebook` once per point of the grid; returns the path of the markdown table.
 
     The table is rewritten after every run, so an interrupted sweep keeps what it finished. A run that
@@ -92,9 +84,15 @@ def run(notebook: str, parameters: list[list[str]], out: str = "_build/sweeps", 
     """
     import papermill
 
-    source = Path(notebook)
+    source = checks.check_path("notebook", notebook)
     check_notebook(source)
     checks.check_number("timeout", timeout, 0.0, strict=True)  # seconds
+    checks.check_flag("overwrite", overwrite)
+    folder = checks.check_path("--out", out)
+    if isinstance(parameters, (str, bytes)) or not isinstance(parameters, (list, tuple)) or not all(
+            isinstance(entry, (list, tuple)) and all(isinstance(v, str) for v in entry) for entry in parameters):
+        raise ValueError("parameters must be a list of [name, value, ...] lists of strings, e.g. [['beta', '0', '1']]")
+    checks.check_grid_size([len(entry) - 1 for entry in parameters if len(entry) >= 2])
     grid = {}
     for entry in parameters:
         if len(entry) < 2:
@@ -108,17 +106,24 @@ def run(notebook: str, parameters: list[list[str]], out: str = "_build/sweeps", 
     if unknown:  # papermill would only warn, and run the defaults: a sweep that sweeps nothing
         raise ValueError(f"{source.name} has no parameter {', '.join(unknown)}; "
                          f"its parameters cell sets: {', '.join(known) or 'nothing'}")
-    folder = Path(out)
-    folder.mkdir(parents=True, exist_ok=True)
     points = list(itertools.product(*grid.values()))
-    rows, failures, used = [], [], set()
+    targets, used = [], set()
     for number, values in enumerate(points, start=1):
-        chosen = dict(zip(grid, values))
-        label = file_label(chosen)
+        label = file_label(dict(zip(grid, values)))
         target = folder / f"{source.stem}__{label}.ipynb"
         if target.name in used:  # two values that differ only in odd characters: keep both notebooks
             target = folder / f"{source.stem}__{label}__{number}.ipynb"
         used.add(target.name)
+        targets.append(target)
+    files.check_writable_folder(folder, "--out")
+    for path in [*targets, folder / f"{source.stem}_sweep.md", folder / f"{source.stem}_sweep.json"]:
+        checks.check_replaceable(path, overwrite, what="the sweep's files")  # nothing of the user's is replaced
+    rows, failures = [], []
+    for number, (values, target) in enumerate(zip(points, targets), start=1):
+        chosen = dict(zip(grid, values))
+        label = file_label(chosen)
+        if not overwrite and target.exists():  # appeared while the sweep ran
+            raise ValueError(f"{target} appeared while the sweep ran: it is kept; choose another --out")
         print(f"[{number}/{len(points)}] running {source.name} with {chosen} -> {target}", flush=True)
         try:
             papermill.execute_notebook(str(source), str(target), parameters=chosen, kernel_name="python3",

@@ -7,6 +7,7 @@ Introduced in: 02_autoencoder (fit), 10_collapse (KL warm-up and free bits in fi
 """
 from __future__ import annotations
 
+import math
 import time
 
 import torch
@@ -19,7 +20,7 @@ from .evaluate import (MAX_K, _log_normal, _rows, active_units, conditions, elbo
                        model_device)
 from .inference import refine_posterior  # noqa: F401
 from .checks import (check_flag, check_free_bits, check_images, check_labels, check_learning_rate,  # noqa: F401
-                     check_number, check_positive_int, check_seed, check_warmup_epochs)
+                     check_model, check_number, check_positive_int, check_seed, check_warmup_epochs)
 from .data import Batches
 from .device import autocast, check_mixed_precision, choose_precision, default_device, grad_scaler, resolve_device  # noqa: F401
 
@@ -76,6 +77,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
 
     Introduced in: 02_autoencoder
     """
+    check_model("model", model)
     check_mixed_precision(mixed_precision)
     train_x = check_images("train_x", train_x)
     if test_x is not None:
@@ -86,6 +88,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
     check_positive_int("batch_size", batch_size)
     check_seed(seed)
     check_flag("binarize", binarize)
+    check_flag("progress", progress)
     warmup_epochs = check_warmup_epochs(warmup_epochs)
     free_bits = check_free_bits(free_bits)
     beta = losses.check_beta(beta)
@@ -140,11 +143,19 @@ def fit(model: nn.Module, train_x: torch.Tensor, test_x: torch.Tensor | None = N
             bar.update(1)
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # once per epoch: the epoch's time includes its queued kernels
+        if not all(torch.isfinite(p).all() for p in model.parameters()):  # the last step can break them too
+            bar.close()
+            raise TrainingDiverged(f"the weights became NaN or infinite in epoch {epoch}: training diverged. Lower "
+                                   f"the learning rate (lr={lr}) or beta (beta={beta}).")
         row = {"epoch": epoch, "seconds": time.perf_counter() - start, "precision": precision, "lr": epoch_lr,
                "beta": beta_sum / len(batches)}
         row.update(zip(("train_loss", "train_reconstruction", "train_kl"), (sums / len(train_x)).cpu().tolist()))
         if test_x is not None:
             metrics = evaluate(model, test_x, beta=beta, seed=seed, precision=precision, labels=test_labels)
+            if not all(map(math.isfinite, metrics.values())):
+                bar.close()
+                raise TrainingDiverged(f"the test loss became {metrics['loss']} after epoch {epoch}: training "
+                                       f"diverged. Lower the learning rate (lr={lr}) or beta (beta={beta}).")
             row.update({f"test_{key}": value for key, value in metrics.items()}, test_images=len(test_x))
         history.append(row)
     bar.close()

@@ -1,6 +1,6 @@
 """Export what the book's in-browser explorers need, as JavaScript files of data.
 
-    python -m vaelib export-web book/web/explorer/models.js
+    python -m vaelib export-web book/web/explorer/models.js [--overwrite]
 
 writes the small index `models.js` (which models exist, their sizes, the plotting range of each map,
 the test labels) and, under `weights/` beside it, one file per model that the page loads only when a
@@ -26,13 +26,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoints, data, files, models, train
+from . import checkpoints, checks, data, files, models, registry, train
 
 MAP_MODELS = {  # registry name -> the label of its button
     "vae-l2-b0": "beta = 0", "vae-l2-b1": "beta = 1", "vae-l2-b4": "beta = 4",
     "autoencoder-l2-linear": "autoencoder (linear code)",
 }
 SLIDER_MODELS = {"convvae-l10-b1": "beta = 1", "convvae-l10-b4": "beta = 4"}
+INDEX_START = b"window.VAE_EXPLORER_DATA = "  # how the files that `export` writes begin: only those are replaced
+WEIGHTS_START = b"window.vaeExplorerLoaded("
+
+
+def _load(name: str):
+    """The registry model `name`, refused unless its checkpoint is valid and is that recipe's (not a copy of another)."""
+    return checkpoints.load(name, expected=registry.recipe(name).expected())
 
 
 def _b64(array: np.ndarray) -> str:
@@ -57,7 +64,7 @@ def map_range(mu: torch.Tensor) -> float:
 
 def map_model(name: str, test_x: torch.Tensor) -> tuple[dict, dict]:
     """(index entry, payload) of an MLP model with L = 2: encoder, decoder and test means."""
-    model, _ = checkpoints.load(name)  # refuses a damaged or mismatched checkpoint
+    model, _ = _load(name)  # refuses a damaged or mismatched checkpoint
     mu, _ = train.encode_dataset(model, test_x)  # (N, 2)
     variational = isinstance(model, models.VAE)
     encoder = {"hidden": _linear(model.encoder[0]),
@@ -74,7 +81,7 @@ def map_model(name: str, test_x: torch.Tensor) -> tuple[dict, dict]:
 
 def slider_model(name: str) -> tuple[dict, dict]:
     """(index entry, payload) of a conv VAE's decoder, every layer in PyTorch's own layout."""
-    model, _ = checkpoints.load(name)
+    model, _ = _load(name)
     deconvs = [model.decoder[0], model.decoder[2], model.decoder[4]]
     payload = {"kind": "conv", "input": _linear(model.decoder_input),
                "deconv": [{"in": d.in_channels, "out": d.out_channels, "kernel": d.kernel_size[0],
@@ -105,12 +112,23 @@ def _script(name: str, payload: dict) -> bytes:
     return f"window.vaeExplorerLoaded({json.dumps(name)}, {json.dumps(payload)});\n".encode()
 
 
-def export(path: str | Path) -> Path:
-    path = Path(path)
+def export(path: str | Path, overwrite: bool = False) -> Path:
+    """Write the index `path` and the files under `weights/` beside it; returns `path`.
+
+    An existing file is replaced only with `overwrite=True`, and only if `export` wrote it (it begins
+    as these files do): any other file there is never touched. Everything is checked before any work.
+    """
+    path = checks.check_path("path", path)
+    checks.check_flag("overwrite", overwrite)
     if path.is_dir():
         raise ValueError(f"{path} is a folder: give the JavaScript file to write, e.g. {path / 'models.js'}")
-    files.check_writable_folder(path.parent, "the exported file")  # before minutes of work
     folder = path.parent / "weights"
+    targets = {path: INDEX_START, **{folder / f"{name}.js": WEIGHTS_START
+                                     for name in [*MAP_MODELS, *SLIDER_MODELS, "mnist-test"]}}
+    files.check_writable_folder(path.parent, "the exported file")  # before minutes of work
+    for target, signature in targets.items():
+        checks.check_replaceable(target, overwrite, signature, "the exported files")
+    files.check_writable_folder(folder, "the exported weights")
     test_x, test_y = data.load_mnist("test")
     index = {"models": {}, "labels": _b64(test_y.numpy().astype(np.uint8)), "test_count": len(test_y)}
     weight_files = {}
@@ -119,8 +137,8 @@ def export(path: str | Path) -> Path:
     for name in SLIDER_MODELS:
         index["models"][name], weight_files[name] = slider_model(name)
     for name, payload in weight_files.items():
-        checkpoints.atomic_write_bytes(folder / f"{name}.js", _script(name, payload))
+        files.atomic_write_bytes(folder / f"{name}.js", _script(name, payload), overwrite)
     images = {"count": len(test_x), "pixels": _b64(np.frombuffer(run_length(test_x), np.uint8))}
-    checkpoints.atomic_write_bytes(folder / "mnist-test.js", _script("mnist-test", images))
-    checkpoints.atomic_write_bytes(path, f"window.VAE_EXPLORER_DATA = {json.dumps(index)};\n".encode())
+    files.atomic_write_bytes(folder / "mnist-test.js", _script("mnist-test", images), overwrite)
+    files.atomic_write_bytes(path, INDEX_START + f"{json.dumps(index)};\n".encode(), overwrite)
     return path
