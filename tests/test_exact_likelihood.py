@@ -92,7 +92,7 @@ def test_every_2d_checkpoint_exact_above_iw_above_elbo_and_the_step_is_fine(name
         elbo = (-(torch.nn.functional.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none"))
                 .sum(-1).mean(0) - (-0.5 * (1 + logvar - mu**2 - logvar.exp())).sum(-1))
     assert exact.mean() > iw.mean() > elbo.mean()
-    assert (exact - iw).min() > -0.05  # per image too: no image's bound above its likelihood
+    # (per image, one IW estimate may land above log p(x): it is a lower bound in expectation, not draw by draw)
     finer = 0.1 if name.startswith("conv") else 0.025  # the conv decoder is costly: check 0.1 against 0.05
     other = train.log_likelihood_grid(model, x, step=finer, labels=labels)
     assert (other - exact).abs().mean() < 0.05
