@@ -141,7 +141,7 @@ def test_download_rejects_a_bad_mirror(tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        with pytest.raises(data.DataError, match="SHA-256 mismatch"):
+        with pytest.raises(data.DownloadError, match="SHA-256 mismatch"):
             data.download("mnist", root=tmp_path / "root", mirrors=(f"http://127.0.0.1:{server.server_address[1]}/",))
     finally:
         server.shutdown()

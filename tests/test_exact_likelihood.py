@@ -93,9 +93,11 @@ def test_every_2d_checkpoint_exact_above_iw_above_elbo_and_the_step_is_fine(name
                 .sum(-1).mean(0) - (-0.5 * (1 + logvar - mu**2 - logvar.exp())).sum(-1))
     assert exact.mean() > iw.mean() > elbo.mean()
     # (per image, one IW estimate may land above log p(x): it is a lower bound in expectation, not draw by draw)
-    finer = 0.1 if name.startswith("conv") else 0.025  # the conv decoder is costly: check 0.1 against 0.05
-    other = train.log_likelihood_grid(model, x, step=finer, labels=labels)
-    assert (other - exact).abs().mean() < 0.05
+    # Halving the step moves log p(x) by < 0.05 nats on average. The conv decoder's posteriors are the sharpest
+    # (sigma down to 0.025; step 0.1 is then 0.36 nats off) and its decoder the costliest: 6 images at 0.025.
+    few = 6 if name.startswith("conv") else n
+    finer = train.log_likelihood_grid(model, x[:few], step=0.025, labels=None if labels is None else labels[:few])
+    assert (finer - exact[:few]).abs().mean() < 0.05
 
 
 def test_beta_zero_importance_sampling_is_stuck_and_a_wider_proposal_helps(mnist_test):
