@@ -139,3 +139,16 @@ def test_the_real_timing_leaves_the_model_and_the_random_state_alone():
     assert torch.equal(torch.get_rng_state(), state)
     assert all(torch.equal(before[name], p) for name, p in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_model_device_is_the_weights_device_and_the_cpu_for_a_stand_in_without_weights():
+    from types import SimpleNamespace
+
+    from vaelib import evaluate, plots
+    vae = models.VAE(latent_dim=2, hidden_dim=8)
+    assert evaluate.model_device(vae) == torch.device("cpu")
+    assert evaluate.model_device(torch.nn.ReLU()) == torch.device("cpu")  # a module with no weights at all
+    stand_in = SimpleNamespace(decode=lambda z: vae.decode(z))  # chapter 11's decoder told one digit
+    assert evaluate.model_device(stand_in) == torch.device("cpu")
+    grid = plots.decode_latent_grid(stand_in, steps=3)  # what failed in chapter 11's book build
+    assert grid.shape == (9, 784) and torch.allclose(grid, plots.decode_latent_grid(vae, steps=3))

@@ -6,7 +6,7 @@
 //               the encoder's ellipses, Sample, BCE and KL; data-sliders="2": z1 and z2 sliders)
 //   sliders     ten sliders over the L = 10 conv VAEs, decoded here by the conv decoder
 //   interpolate two digits (test or drawn), the walk between their codes beside the pixel blend
-//   inpaint     erase part of a digit and let the model complete it (chapter 8's method)
+//   inpaint     erase part of a digit and let the model complete it (chapter 8: the exact posterior, or the old loop)
 // One axis convention everywhere: z1 across, z2 up.
 // window.vaeExplorer exposes the models, the explorers' state and the frame timings, for the tests.
 (function () {
@@ -660,7 +660,7 @@
     return {state, slots, t, ready, redraw, blend};
   }
 
-  // ---- inpainting (chapter 8): fill the hidden pixels by encoding and decoding, again and again -----
+  // ---- inpainting (chapter 8): the posterior mean given the visible pixels, or the old heuristic loop ----
   function inpaintExplorer(root) {
     root.innerHTML = `
       <div class="vae-row">
@@ -670,7 +670,10 @@
           <div><button type="button" data-hide="bottom">hide the bottom half</button>
           <button type="button" data-hide="left">hide the left half</button>
           <button type="button" data-hide="none">show all</button></div>
-          <label class="vae-slider">rounds <input type="range" class="vae-rounds" min="0" max="50" step="1" value="20"><span></span></label>
+          <label>method <select class="vae-method">
+            <option value="posterior" selected>exact posterior mean (a grid over z)</option>
+            <option value="loop">the heuristic loop (encode, decode, copy back)</option></select></label>
+          <label class="vae-slider">rounds of the loop <input type="range" class="vae-rounds" min="0" max="50" step="1" value="20"><span></span></label>
         </div>
         <div class="vae-side">
           <div class="vae-figures">
@@ -683,9 +686,10 @@
     const $ = (selector) => root.querySelector(selector);
     const state = {hidden: new Uint8Array(784), completed: null};
     let net = null;
-    const rounds = $(".vae-rounds"), mask = $(".vae-mask");
-    // Chapter 8's inpaint(): hidden pixels start grey (0.5); each round encodes the picture, decodes
-    // the mean, and copies the decoded values into the hidden pixels only.
+    const rounds = $(".vae-rounds"), mask = $(".vae-mask"), method = $(".vae-method");
+    let posterior = null; // nets.gridCompleter(net): inference.complete_on_grid's posterior mean
+    // Chapter 8's heuristic, inference.complete_by_loop: hidden pixels start grey (0.5); each round
+    // encodes the picture, decodes the mean, and copies the decoded values into the hidden pixels only.
     function inpaint(x, hidden, iterations) {
       const filled = Float32Array.from(x, (v, i) => (hidden[i] ? 0.5 : v));
       for (let r = 0; r < iterations; r++) {
@@ -700,9 +704,11 @@
       drawDigit(mask, x, state.hidden);
       const seen = Float32Array.from(x, (v, i) => (state.hidden[i] ? 0.3 : v));
       drawDigit($(".vae-seen"), seen);
-      state.completed = inpaint(x, state.hidden, Number(rounds.value));
+      const exact = method.value === "posterior";
+      state.completed = exact ? posterior(x, state.hidden).mean : inpaint(x, state.hidden, Number(rounds.value));
       drawDigit($(".vae-completed"), state.completed);
       rounds.nextSibling.textContent = rounds.value;
+      rounds.disabled = exact;
       let count = 0, filledError = 0, greyError = 0;
       for (let i = 0; i < 784; i++) if (state.hidden[i]) {
         count++;
@@ -721,6 +727,7 @@
     }
     root.querySelectorAll("[data-hide]").forEach((b) => b.addEventListener("click", () => hide(b.dataset.hide)));
     rounds.addEventListener("input", redraw);
+    method.addEventListener("change", redraw);
     let painting = false;
     function paint(event) { // a brush of radius 1.5 pixels hides what it touches
       const box = mask.getBoundingClientRect();
@@ -732,8 +739,10 @@
     mask.addEventListener("pointermove", (e) => { if (painting) paint(e); });
     mask.addEventListener("pointerup", () => { painting = false; });
     const slot = digitSlot($(".vae-slot"), "the digit", 0, redraw);
-    const ready = load(INPAINTING_MODEL).then((model) => { net = model; return slot.ready; }).then(() => hide("bottom"));
-    return {state, slot, ready, hide, redraw, inpaint: (x, hidden, n) => Array.from(inpaint(x, hidden, n)), mask};
+    const ready = load(INPAINTING_MODEL).then((model) => { net = model; posterior = nets.gridCompleter(model); return slot.ready; })
+      .then(() => hide("bottom"));
+    return {state, slot, ready, hide, redraw, method, inpaint: (x, hidden, n) => Array.from(inpaint(x, hidden, n)),
+      complete: (x, hidden) => Array.from(posterior(x, hidden).mean), mask};
   }
 
   // ---- start every explorer on the page ----------------------------------------------------------

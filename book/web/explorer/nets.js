@@ -3,6 +3,7 @@
 // Every function here mirrors one in vaelib/ and is checked against PyTorch by tests/test_browser.py:
 //   mlpModel(payload)   models.VAE and models.Autoencoder with L = 2: encode(x) and decode(z)
 //   convDecoder(payload) the decoder of models.ConvVAE: decode(z), z of length L -> 784 pixels
+//   gridCompleter(model) inpainting from the exact posterior of a 2-D model (inference.complete_on_grid)
 //   bce, kl             losses.bce and losses.kl_to_standard_normal, for one image
 //   mnistPreprocess     a drawing -> a 28x28 digit prepared as MNIST's were
 // Weights arrive as the checkpoints store them, float16, and are widened to float32 exactly.
@@ -73,6 +74,12 @@
     const [first, second] = payload.decoder.map(linear);
     const latentDim = toMu.out;
     const h = new Float32Array(hiddenIn.out), d = new Float32Array(first.out);
+    function decodeLogits(z, out) { // logits = W2 relu(W1 z + b1) + b2: z (L) -> (784)
+      out = out || new Float32Array(784);
+      applyLinear(first, z, d);
+      for (let i = 0; i < d.length; i++) if (d[i] < 0) d[i] = 0;
+      return applyLinear(second, d, out);
+    }
     return {
       latentDim: latentDim,
       variational: toLogvar !== null,
@@ -88,12 +95,10 @@
         const logvar = toLogvar ? Array.from(applyLinear(toLogvar, h, new Float32Array(latentDim))) : null;
         return {mu: mu, logvar: logvar};
       },
-      // x_hat = sigmoid(W2 relu(W1 z + b1) + b2): z (L) -> (784) in [0, 1]
+      decodeLogits: decodeLogits,
+      // x_hat = sigmoid(logits): z (L) -> (784) in [0, 1]
       decode(z, out) {
-        out = out || new Float32Array(784);
-        applyLinear(first, z, d);
-        for (let i = 0; i < d.length; i++) if (d[i] < 0) d[i] = 0;
-        applyLinear(second, d, out);
+        out = decodeLogits(z, out);
         for (let i = 0; i < 784; i++) out[i] = sigmoid(out[i]);
         return out;
       },
@@ -225,6 +230,77 @@
     return out;
   }
 
+  // ---- inpainting by inference (vaelib.inference.complete_on_grid), a model with L = 2 ------------
+  // The completion is the posterior mean E[sigmoid(logits(z)) | visible pixels], the posterior summed on
+  // vaelib.grid's points (multiples of 0.05). Only where it has mass: a coarse grid (step 0.25 over
+  // [-5, 5], decoded once) marks the coarse points within `margin` nats of its best, and the fine points
+  // within one coarse step of them are decoded (and kept for the next call). Elsewhere the posterior is
+  // below e^-margin of its peak, which changes no pixel by 1e-6.
+  function gridCompleter(model, margin = 40) {
+    const FINE = 0.05, RATIO = 5, HALF = 5; // coarse step = RATIO * FINE = 0.25
+    const side = Math.round(2 * HALF / (FINE * RATIO)) + 1; // 41 coarse points per axis
+    const first = -Math.round(HALF / FINE); // the fine index of -5
+    let coarse = null; // (side * side, 784) logits, decoded on the first call
+    const cache = new Map(); // fine index "i,j" -> Float32Array(784) logits
+    const LOG_2PI = Math.log(2 * Math.PI);
+    const softplus = (l) => Math.max(l, 0) + Math.log1p(Math.exp(-Math.abs(l)));
+    function logJoint(logits, offset, x, seen, z1, z2) { // log p(x_visible | z) + log p(z)
+      let s = -0.5 * (z1 * z1 + z2 * z2) - LOG_2PI;
+      for (let k = 0; k < seen.length; k++) {
+        const l = logits[offset + seen[k]];
+        s += x[seen[k]] * l - softplus(l);
+      }
+      return s;
+    }
+    function fineLogits(i, j) {
+      const key = i + "," + j;
+      let logits = cache.get(key);
+      if (!logits) {
+        if (cache.size > 6000) cache.clear();
+        logits = model.decodeLogits([i * FINE, j * FINE]);
+        cache.set(key, logits);
+      }
+      return logits;
+    }
+    // x (784) in [0, 1], hidden (784) 1 where hidden -> {mean (784): visible pixels kept, meanZ, points}
+    return function complete(x, hidden) {
+      if (!coarse) {
+        coarse = new Float32Array(side * side * 784);
+        for (let a = 0; a < side; a++) for (let b = 0; b < side; b++) {
+          model.decodeLogits([(first + RATIO * a) * FINE, (first + RATIO * b) * FINE], coarse.subarray((a * side + b) * 784, (a * side + b + 1) * 784));
+        }
+      }
+      const seen = [];
+      for (let i = 0; i < 784; i++) if (!hidden[i]) seen.push(i);
+      const rough = new Float64Array(side * side);
+      let best = -Infinity;
+      for (let g = 0; g < side * side; g++) {
+        const a = Math.floor(g / side), b = g % side;
+        rough[g] = logJoint(coarse, g * 784, x, seen, (first + RATIO * a) * FINE, (first + RATIO * b) * FINE);
+        best = Math.max(best, rough[g]);
+      }
+      const points = new Set(); // fine indices near a coarse point that counts
+      for (let g = 0; g < side * side; g++) if (rough[g] > best - margin) {
+        const ci = first + RATIO * Math.floor(g / side), cj = first + RATIO * (g % side);
+        for (let i = ci - RATIO; i <= ci + RATIO; i++) for (let j = cj - RATIO; j <= cj + RATIO; j++) points.add(i + "," + j);
+      }
+      const list = Array.from(points, (key) => key.split(",").map(Number));
+      const logs = list.map(([i, j]) => logJoint(fineLogits(i, j), 0, x, seen, i * FINE, j * FINE));
+      const top = Math.max(...logs);
+      const mean = new Float64Array(784), meanZ = [0, 0];
+      let total = 0;
+      list.forEach(([i, j], n) => {
+        const w = Math.exp(logs[n] - top), logits = fineLogits(i, j);
+        total += w;
+        meanZ[0] += w * i * FINE; meanZ[1] += w * j * FINE;
+        for (let p = 0; p < 784; p++) mean[p] += w * sigmoid(logits[p]);
+      });
+      const out = new Float32Array(784);
+      for (let p = 0; p < 784; p++) out[p] = hidden[p] ? mean[p] / total : x[p];
+      return {mean: out, meanZ: [meanZ[0] / total, meanZ[1] / total], points: list.length};
+    };
+  }
+
   // The test images, run-length coded by vaelib/web.py: a 0 byte is followed by a count of zero pixels.
   function unRunLength(b64, count) {
     const coded = bytes(b64), out = new Uint8Array(count * 784);
@@ -236,7 +312,7 @@
     return out;
   }
 
-  const api = {bytes, halves, floats, mlpModel, convDecoder, bce, kl, gaussian, mnistPreprocess, unRunLength};
+  const api = {bytes, halves, floats, mlpModel, convDecoder, gridCompleter, bce, kl, gaussian, mnistPreprocess, unRunLength};
   if (typeof module !== "undefined" && module.exports) module.exports = api;
   else root.VaeNets = api;
 })(typeof window !== "undefined" ? window : this);
