@@ -456,7 +456,7 @@ def test_inpainting_is_chapter_8s_posterior_mean_and_the_loop_on_request(explore
         "const e = window.vaeExplorer.explorers.inpaint[0], x = e.slot.x, t = performance.now();"
         "for (let r = 0; r < 5; r++) e.complete(x, e.state.hidden); return (performance.now() - t) / 5000;")
     print(f"posterior completion in the browser: {1000 * seconds:.1f} ms per call")
-    assert seconds < 1.0  # fast enough to follow the brush
+    assert seconds < 0.5  # fast enough to follow the brush (about 0.03-0.2 s on 2 cores of an AMD EPYC Zen 4)
     filled = torch.where(visible, x, torch.full_like(x, 0.5))  # the heuristic loop, inference.complete_by_loop
     with torch.no_grad():
         for _ in range(20):
