@@ -15,8 +15,11 @@ representation learning" (JMLR 20(178), section 2.1), measure each 28 x 28 digit
 
 Every length is in pixels of the original 28 x 28 image, the area in its square pixels, the slant in radians.
 Morpho-MNIST takes the skeleton from `skimage.morphology.medial_axis`; we take it from `skeletonize` (Zhang and
-Suen 1984), about 8 times faster, and the Euclidean distance transform of `scipy.ndimage` beside it: on MNIST's
-first training digit both give the released thickness within 5 % (tests/test_morphometry.py).
+Suen 1984), 5 times faster, and read the exact Euclidean distance transform on it. The thickness agrees with
+medial_axis's within 1 % on average over MNIST digits, and is 4 % above Morpho-MNIST's released value on MNIST's
+first training digit; medial_axis's skeleton keeps short spurs that ours has not, so our length is shorter
+(by 5 % on average, 11 % on that digit). Slant, width, height and area follow the paper's definitions exactly
+(tests/test_morphometry.py checks each against an independent computation).
 
 All images of a batch are measured at once: they are tiled into one mosaic, one pixel of background apart, so
 that each of skeletonize and the distance transform runs once per chunk in C rather than once per image in
