@@ -1,4 +1,5 @@
-"""Figures: digit grids, latent scatter plots, decoded latent walks, traversals, training curves.
+"""Figures: digit grids, latent scatter plots, decoded latent walks, traversals, training curves, and
+the VAE itself drawn as a diagram (`vae_diagram`, chapter 3).
 
 Every function takes tensors, draws on a matplotlib Axes (a new figure when none is given) and
 returns it. No torchvision: `image_grid` tiles the images with numpy.
