@@ -157,8 +157,8 @@ def vaelib_call_problems(markdown: str, modules=VAELIB_MODULES) -> list[str]:
 def counts_in_prose(text: str) -> list[int]:
     """The numbers in 'the twelve chapters', 'all 12 chapters', 'twelve executable notebooks'."""
     number = rf"({'|'.join(NUMBERS)}|\d+)"
-    found = re.findall(rf"\b(?:the|all|its|course's) {number} chapters\b", text, flags=re.I)
-    found += re.findall(rf"\b{number} executable notebooks\b", text, flags=re.I)
+    found = re.findall(rf"\b(?:the|all|its|course's)\s+{number}\s+chapters\b", text, flags=re.I)
+    found += re.findall(rf"\b{number}\s+executable\s+notebooks\b", text, flags=re.I)
     return [int(n) if n.isdigit() else NUMBERS[n.lower()] for n in found]
 
 
@@ -183,6 +183,7 @@ def test_each_check_finds_the_problem_it_is_for():
     assert vaelib_call_problems("`plots.show_images(x, 10, None, None, 2, 99, 7)`")  # too many arguments
     assert not vaelib_call_problems("`plots.traversals(vae, base=mu[0])` and `registry.load_or_train(\"vae-l2-b0\")`")
     assert counts_in_prose("all twelve chapters and 12 executable notebooks; the next two pages") == [12, 12]
+    assert counts_in_prose("what the eleven\nchapters built") == [11]
 
 
 # --- the book --------------------------------------------------------------------------------------------
