@@ -5,7 +5,7 @@
   (`neg_elbo bce kl iw_nll active_units`); a row shows each metric's mean +- sd over the seeds, their number,
   and the median seed (the one the course ships).
 - `{results-rows}`: chosen columns of a results CSV (`results/inpainting.csv`, `results/likelihood/...`),
-  with `:where: column=value` to keep only the matching rows.
+  with `:where: column=value` to keep only the matching rows and `:headings: a | b | ...` to name the columns.
 """
 from __future__ import annotations
 
@@ -89,13 +89,17 @@ class StudyResults(SphinxDirective):
 
 class ResultsRows(SphinxDirective):
     required_arguments = 1  # the CSV, relative to the repository
-    option_spec = {"columns": directives.unchanged_required, "where": directives.unchanged}
+    option_spec = {"columns": directives.unchanged_required, "where": directives.unchanged,
+                   "headings": directives.unchanged}
 
     def run(self):
         path = Path(self.env.srcdir) / self.arguments[0]
         self.env.note_dependency(str(path))
         columns = self.options["columns"].split()
-        return [table_node(columns, csv_rows(path, columns, self.options.get("where")))]
+        headings = [h.strip() for h in self.options["headings"].split("|")] if "headings" in self.options else columns
+        if len(headings) != len(columns):
+            raise self.error(f"{len(headings)} headings for {len(columns)} columns")
+        return [table_node(headings, csv_rows(path, columns, self.options.get("where")))]
 
 
 def setup(app):
