@@ -59,6 +59,8 @@ data: $(VENV)/.installed
 
 book: install vendor data web-data
 	# --all: a page whose notebook did not change still shows what the changed library draws now.
+	# A failed notebook's traceback lands in _build/html/reports/: clear an earlier build's, so none ships stale.
+	rm -rf _build/html/reports
 	set -o pipefail; $(BIN)/jupyter-book build . --all --builder html -W -n --keep-going 2>&1 | tee _build_book.log
 
 system-packages:

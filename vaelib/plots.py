@@ -1,4 +1,5 @@
-"""Figures: digit grids, latent scatter plots, decoded latent walks, traversals, training curves.
+"""Figures: digit grids, latent scatter plots, decoded latent walks, traversals, training curves, and
+the VAE itself drawn as a diagram (`vae_diagram`, chapter 3).
 
 Every function takes tensors, draws on a matplotlib Axes (a new figure when none is given) and
 returns it. No torchvision: `image_grid` tiles the images with numpy.
@@ -185,4 +186,63 @@ def show_seeds(tables: dict[str, list[dict]], metric: str, ax=None, title: str |
     ax.legend(fontsize="small")
     if title:
         ax.set_title(title)
+    return ax
+
+
+def vae_diagram(x: torch.Tensor | None = None, x_hat: torch.Tensor | None = None, ax=None):
+    """The VAE drawn as boxes and arrows: x -> encoder -> (mu, sigma); z = mu + sigma * eps; decoder -> x_hat.
+
+    Below the data path, the loss's two terms are tied to what they compare: the reconstruction term to
+    x and x_hat, the KL term to mu and sigma. `x` and `x_hat` (784,), when given, are drawn as the two
+    end pictures. Returns the Axes, whose `texts` name every part. Introduced in: 03_vae
+    """
+    ax = _axes(ax, figsize=(12, 4.6))
+    ax.set_xlim(0, 12)
+    ax.set_ylim(-0.45, 4.2)
+    ax.set_axis_off()
+
+    def box(cx, cy, text, color, width=1.5, height=0.7):
+        ax.add_patch(plt.Rectangle((cx - width / 2, cy - height / 2), width, height, facecolor=color,
+                                   edgecolor="black", linewidth=1.2, zorder=2))
+        ax.text(cx, cy, text, ha="center", va="center", fontsize=11, zorder=3)
+
+    def arrow(start, end, style="-|>", color="black"):
+        ax.annotate("", xy=end, xytext=start, zorder=1,
+                    arrowprops=dict(arrowstyle=style, color=color, linewidth=1.4, shrinkA=0, shrinkB=0))
+
+    for cx, image, name in ((0.75, x, "image $x$"), (11.25, x_hat, r"decoder mean $\hat{x}$")):
+        if image is not None:
+            picture = image.detach().float().cpu().reshape(28, 28).numpy()
+            ax.imshow(picture, cmap="gray", vmin=0, vmax=1, extent=(cx - 0.6, cx + 0.6, 2.2, 3.4), zorder=2)
+        else:
+            box(cx, 2.8, "", "0.85", width=1.2, height=1.2)
+        ax.text(cx, 1.95, name, ha="center", va="top", fontsize=11)
+    box(2.55, 2.8, "encoder", "#c6dbef", width=1.4, height=1.2)
+    box(4.45, 3.3, r"$\mu$", "#fdd0a2", width=0.9, height=0.55)
+    box(4.45, 2.3, r"$\sigma = e^{\,\mathrm{logvar}/2}$", "#fdd0a2", width=1.7, height=0.55)
+    box(6.0, 3.9, r"noise $\varepsilon \sim \mathcal{N}(0, I)$", "#e5e5e5", width=2.2, height=0.5)
+    box(6.9, 2.8, r"$z = \mu + \sigma \odot \varepsilon$", "#c7e9c0", width=1.9, height=0.8)
+    box(9.15, 2.8, "decoder", "#c6dbef", width=1.4, height=1.2)
+    arrow((1.4, 2.8), (1.85, 2.8))
+    arrow((3.25, 3.1), (4.0, 3.3))
+    arrow((3.25, 2.5), (3.6, 2.3))
+    arrow((4.9, 3.3), (5.95, 3.0))
+    arrow((5.3, 2.3), (5.95, 2.6))
+    arrow((6.4, 3.65), (6.7, 3.2))
+    arrow((7.85, 2.8), (8.45, 2.8))
+    arrow((9.85, 2.8), (10.6, 2.8))
+    ax.text(6.9, 2.15, "a sample: gradients reach\n$\\mu$ and $\\sigma$ through it", ha="center", va="top",
+            fontsize=9, color="0.3")
+    # The loss: the reconstruction term compares x with x_hat, the KL term compares q(z|x) with the prior.
+    ax.plot([0.75, 0.75, 11.25, 11.25], [1.5, 0.55, 0.55, 1.5], color="tab:red", linewidth=1.4)
+    ax.text(6.0, 0.45, r"reconstruction: $-\log p(x \mid z)$, the BCE of $x$ against $\hat{x}$",
+            ha="center", va="top", fontsize=11, color="tab:red")
+    ax.add_patch(plt.Rectangle((3.5, 1.92), 1.9, 1.72, facecolor="none", edgecolor="tab:purple",
+                               linestyle="--", linewidth=1.2, zorder=1))  # q(z|x) = N(mu, sigma^2)
+    ax.text(3.55, 3.7, r"$q(z \mid x)$", ha="left", va="bottom", fontsize=10, color="tab:purple")
+    ax.plot([4.45, 4.45], [1.92, 1.25], color="tab:purple", linewidth=1.4)
+    ax.text(4.45, 1.2, r"KL: $\mathrm{KL}(\mathcal{N}(\mu, \sigma^2) \,\|\, \mathcal{N}(0, I))$" "\n"
+            "pulls every code towards the prior", ha="center", va="top", fontsize=11, color="tab:purple")
+    ax.text(6.0, -0.4, r"loss $=$ reconstruction $+\ \beta\,\times$ KL  (the -ELBO when $\beta = 1$)",
+            ha="center", va="bottom", fontsize=11)
     return ax

@@ -7,6 +7,7 @@ tutorials). Introduced in: 02_autoencoder
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tempfile
 import time
@@ -251,6 +252,38 @@ def status(name: str, directory: Path | None = None) -> str:
     return "valid"
 
 
+TRAINED_ON = "2 cores of an AMD EPYC (Zen 4) CPU"  # where the shipped checkpoints were trained and timed
+
+
+def shipped_history(name: str, directory: Path | None = None) -> list[dict]:
+    """The per-epoch history of the shipped checkpoint of `name` (its sidecar's), or [] without one."""
+    recipe(name)  # an unknown name: the registry's error
+    _, sidecar = checkpoints.paths((directory or checkpoints.CHECKPOINT_DIR) / name)
+    try:
+        history = json.loads(sidecar.read_text()).get("history")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return history if isinstance(history, list) and all(isinstance(row, dict) for row in history) else []
+
+
+def expected_wait(name: str, epochs: int | None = None, train_subset: int | None = None,
+                  directory: Path | None = None) -> str:
+    """One line for a learner about to wait: how long the shipped checkpoint of `name` took to train on
+    TRAINED_ON (shared with other work), scaled to `epochs` and `train_subset`. Introduced in: 02_autoencoder"""
+    spec = recipe(name)
+    history = shipped_history(name, directory)
+    seconds = sum(float(row.get("seconds") or 0) for row in history)
+    if not seconds:
+        return f"training {name}: no shipped timing to go by; the progress bar shows the epochs as they pass"
+    epochs = epochs or spec.epochs
+    expected = seconds * epochs / len(history) * min(train_subset or 60_000, 60_000) / 60_000
+    said = (f"about {expected / 60:.0f} min" if expected >= 90 else f"about {expected:.0f} s" if expected >= 10
+            else "a few seconds")
+    return (f"training {name} ({epochs} epochs{f', {train_subset:,} images' if train_subset else ''}): "
+            f"expect {said} on {TRAINED_ON}, as the shipped checkpoint's training took "
+            f"{seconds / 60:.1f} min for its {len(history)} epochs; the bar below shows the progress")
+
+
 def load_or_train(name: str, retrain: bool = False, train_subset: int | None = None, epochs: int | None = None,
                   device=None, directory: Path | None = None, progress: bool = True, **overrides) -> nn.Module:
     """The registry model `name`: loaded from its checkpoint, or trained with its recipe and saved.
@@ -293,6 +326,8 @@ def load_or_train(name: str, retrain: bool = False, train_subset: int | None = N
     save = exact and not retrain  # only the recipe itself becomes the shipped checkpoint
     if save:
         files.check_writable_folder(stem.parent, "the checkpoints")  # before training, not after
+    if progress:
+        print(expected_wait(name, spec.epochs, train_subset, directory), flush=True)
     model, history, metrics = train_recipe(spec, train_subset, device, progress, compute_metrics=save)
     if save:
         save_trained(stem, spec, model, history, metrics)
