@@ -40,11 +40,12 @@ from . import data, files
 CHARACTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"  # 62 glyphs per font
 SIZE = 28  # pixels: the MNIST networks' images
 EM_PIXELS = 22.0  # pixels per em: caps about 16 px tall, an x-height about 11 px, like MNIST's 20-px digits
+MIN_EM_PIXELS = 14.0  # a font whose glyphs reach so far out of its em square that they fit only smaller: skipped
 BASELINE_ROW = 21  # the baseline, from the top: 21 rows for ascenders, 7 for descenders
 FONT_FOLDERS = ("/usr/share/fonts", "/usr/local/share/fonts")
 FONT_SUFFIXES = (".ttf", ".otf")
 HELD_OUT_PERCENT = 20  # share of the family groups held out, by a hash of the group's name
-NEAR_COPY_RMS = 0.04  # two families whose regular faces differ by less (RMS over 62 glyphs, [0, 1]) are one group
+NEAR_COPY_RMS = 0.09  # two families whose regular faces differ by less (RMS over 62 glyphs, [0, 1]) are one group
 FORMAT = 1  # bumped when the rendering changes: a cache of another format is rebuilt
 FOLDER = "Fonts"  # under the data root
 MAKE_HINT = "run `make fonts` (as root, it installs Debian's fonts-* packages) or `apt-get install fonts-dejavu-core`"
@@ -55,7 +56,7 @@ _VARIANT_WORDS = re.compile(
     r"\b(condensed|semicondensed|semi ?condensed|narrow|extended|expanded|compressed|wide|caption|display|"
     r"text|sc|smallcaps|thin|hairline|extralight|extra ?light|ultralight|ultra ?light|light|book|regular|"
     r"medium|semibold|semi ?bold|demibold|demi ?bold|demi|bold|extrabold|extra ?bold|ultrabold|heavy|black|"
-    r"std|pro|\d+)\b")
+    r"std|pro|alt|style|titling|no ?\d+|\d+)\b")
 
 
 class FontError(FileNotFoundError):
@@ -142,7 +143,8 @@ def is_regular(font: dict) -> bool:
 
 
 def is_bold(font: dict) -> bool:
-    return not font["italic"] and (font["bold"] or 650 <= font["weight"] <= 750)
+    """An upright bold: weight class 700 (650-750), or the bold bit where the weight class says less."""
+    return not font["italic"] and (650 <= font["weight"] <= 750 or (font["bold"] and font["weight"] < 650))
 
 
 # --- where each file came from: the Debian package and its licence ------------------------------------
@@ -278,7 +280,7 @@ def build(paths: list[Path] | None = None, log=print) -> tuple[np.ndarray, list[
     owners = debian_packages(paths)
     licences = {}
     fonts, glyphs, seen = [], [], set()
-    skipped = {"not Latin": 0, "duplicate": 0, "empty or .notdef glyphs": 0}
+    skipped = {"not Latin": 0, "duplicate": 0, "empty or .notdef glyphs": 0, "too tall or wide": 0}
     for path in paths:
         tables = read_tables(path)
         if tables is None or not tables["family"]:
@@ -290,6 +292,9 @@ def build(paths: list[Path] | None = None, log=print) -> tuple[np.ndarray, list[
             continue
         try:
             em_pixels = font_scale(path)
+            if em_pixels < MIN_EM_PIXELS:
+                skipped["too tall or wide"] += 1
+                continue
             rendered = render_font(path, em_pixels)  # (62, 28, 28)
             tofu = _tofu(path, em_pixels)
         except (OSError, ValueError):
