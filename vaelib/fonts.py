@@ -11,9 +11,10 @@ The split is by family, never by face: a family (together with its widths, weigh
 family whose glyphs are near copies of its glyphs) lies wholly in training or wholly in held-out, chosen
 by a hash of its name. So every bold face of a held-out family is unseen in training.
 
-Where the cache lives: `<root>/Fonts/glyphs.npz` (uint8 glyphs) and `<root>/Fonts/manifest.json` (the
-fonts, the split, the glyphs' SHA-256 and the list of font files it was built from), with the data root
-of `data.data_root`. It is rebuilt when the installed font files change. `make fonts` installs the Debian
+Where the cache lives: `glyphs.npz` (uint8 glyphs) and `manifest.json` (the fonts, the split, the glyphs'
+SHA-256 and the list of font files it was built from) in `<root>/Fonts/` when a root is given, else in
+$VAELIB_FONTS, else in `<data root>/Fonts/` (`data.data_root`). It is rebuilt when the installed font
+files change. `make fonts` installs the Debian
 packages (`fonts-*`) and builds it.
 
 Introduced in: 13_fonts
@@ -23,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
 import struct
@@ -48,6 +50,25 @@ HELD_OUT_PERCENT = 20  # share of the family groups held out, by a hash of the g
 NEAR_COPY_RMS = 0.09  # two families whose regular faces differ by less (RMS over 62 glyphs, [0, 1]) are one group
 FORMAT = 1  # bumped when the rendering changes: a cache of another format is rebuilt
 FOLDER = "Fonts"  # under the data root
+ENV_VAR = "VAELIB_FONTS"  # the cache folder, where the data root is read-only (the Makefile sets ./data/Fonts)
+# The Debian packages the dataset is built from (`make fonts` installs them): about 51 MB to download and
+# 135 MB installed (apt-get, Debian 12). Fonts that other packages installed are left out, so that every
+# machine with these packages builds the same dataset. Their sources and licences: the README, "Fonts".
+DEBIAN_PACKAGES = (
+    "fonts-adf-accanthis", "fonts-adf-baskervald", "fonts-adf-berenis", "fonts-adf-gillius",
+    "fonts-adf-ikarius", "fonts-adf-irianis", "fonts-adf-libris", "fonts-adf-mekanus", "fonts-adf-oldania",
+    "fonts-adf-romande", "fonts-adf-switzera", "fonts-adf-tribun", "fonts-adf-universalis", "fonts-adf-verana",
+    "fonts-aenigma", "fonts-anonymous-pro", "fonts-averia-gwf", "fonts-averia-sans-gwf",
+    "fonts-averia-serif-gwf", "fonts-b612", "fonts-cabin", "fonts-cantarell", "fonts-clear-sans",
+    "fonts-comic-neue", "fonts-courier-prime", "fonts-dejavu-core", "fonts-dejavu-extra", "fonts-dosis",
+    "fonts-ebgaramond", "fonts-firacode", "fonts-freefont-ttf", "fonts-gfs-artemisia", "fonts-gfs-didot",
+    "fonts-gfs-neohellenic", "fonts-go", "fonts-hack", "fonts-inconsolata", "fonts-jetbrains-mono",
+    "fonts-jura", "fonts-karla", "fonts-liberation2", "fonts-linuxlibertine", "fonts-lobster",
+    "fonts-lobstertwo", "fonts-manrope", "fonts-mononoki", "fonts-oldstandard", "fonts-open-sans",
+    "fonts-paratype", "fonts-play", "fonts-quicksand", "fonts-roboto-unhinted", "fonts-sil-andika",
+    "fonts-sil-charis", "fonts-sil-gentium-basic", "fonts-stix", "fonts-tuffy", "fonts-urw-base35",
+    "fonts-vollkorn",
+)
 MAKE_HINT = "run `make fonts` (as root, it installs Debian's fonts-* packages) or `apt-get install fonts-dejavu-core`"
 
 # Words that name a width, weight or optical size rather than a design: removed from a family's name to
@@ -274,41 +295,47 @@ def _sources(paths: list[Path]) -> list[list]:
     return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in paths]
 
 
-def build(paths: list[Path] | None = None, log=print) -> tuple[np.ndarray, list[dict]]:
-    """Render every usable font: (glyphs (F, 62, 28, 28) uint8, manifest list of F dicts)."""
+def build(paths: list[Path] | None = None, packages=DEBIAN_PACKAGES, log=print) -> tuple[np.ndarray, list[dict], dict]:
+    """Render every usable font: glyphs (F, 62, 28, 28) uint8, the manifest (F dicts) and the files
+    left out, by reason.
+
+    Only the fonts of `packages` where dpkg says which package installed a file (None: every font found).
+    """
     paths = find_font_files() if paths is None else [Path(p) for p in paths]
     owners = debian_packages(paths)
+    if packages is not None and any(owners.values()):
+        paths = [path for path in paths if owners[path] in packages]
     licences = {}
     fonts, glyphs, seen = [], [], set()
-    skipped = {"not Latin": 0, "duplicate": 0, "empty or .notdef glyphs": 0, "too tall or wide": 0}
+    skipped = {"not Latin": [], "duplicate": [], "empty or .notdef glyphs": [], "too tall or wide": []}
     for path in paths:
         tables = read_tables(path)
         if tables is None or not tables["family"]:
-            skipped["not Latin"] += 1
+            skipped["not Latin"].append(str(path))
             continue
         key = (tables["family"].lower(), tables["style"].lower())
         if key in seen:  # the same face from two packages (or as .ttf and .otf): the first one
-            skipped["duplicate"] += 1
+            skipped["duplicate"].append(str(path))
             continue
         try:
             em_pixels = font_scale(path)
             if em_pixels < MIN_EM_PIXELS:
-                skipped["too tall or wide"] += 1
+                skipped["too tall or wide"].append(str(path))
                 continue
             rendered = render_font(path, em_pixels)  # (62, 28, 28)
             tofu = _tofu(path, em_pixels)
         except (OSError, ValueError):
-            skipped["not Latin"] += 1
+            skipped["not Latin"].append(str(path))
             continue
         inked = rendered.reshape(len(CHARACTERS), -1).max(axis=1) > 0
         is_tofu = (rendered == tofu).all(axis=(1, 2)) & (tofu.max() > 0)
         if not inked.all() or is_tofu.any():
-            skipped["empty or .notdef glyphs"] += 1
+            skipped["empty or .notdef glyphs"].append(str(path))
             continue
         seen.add(key)
         package = owners[path]
         if package not in licences:
-            licences[package] = package_licence(package)
+            licences[package] = package_licence(package) or ("see the font file" if not package else "")
         fonts.append({**tables, "file": str(path), "em_pixels": round(em_pixels, 3),
                       "group": group_name(tables["family"]), "package": package, "licence": licences[package]})
         glyphs.append(rendered)
@@ -317,8 +344,8 @@ def build(paths: list[Path] | None = None, log=print) -> tuple[np.ndarray, list[
     glyphs = np.stack(glyphs)  # (F, 62, 28, 28)
     assign_split(fonts, glyphs)
     log(f"{len(fonts)} Latin fonts from {len(paths)} files (skipped: "
-        + ", ".join(f"{n} {why}" for why, n in skipped.items()) + ")")
-    return glyphs, fonts
+        + ", ".join(f"{len(names)} {why}" for why, names in skipped.items()) + ")")
+    return glyphs, fonts, skipped
 
 
 def _npz_bytes(glyphs: np.ndarray) -> bytes:
@@ -328,6 +355,9 @@ def _npz_bytes(glyphs: np.ndarray) -> bytes:
 
 
 def cache_folder(root=None) -> Path:
+    """`<root>/Fonts` for an explicit root, else $VAELIB_FONTS, else `<data root>/Fonts`."""
+    if root is None and os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR])
     return data.data_root(root) / FOLDER
 
 
@@ -353,7 +383,7 @@ def load_fonts(root=None, rebuild: bool = False, log=print) -> FontGlyphs:
                 log(f"{glyphs_path} is missing or does not match its SHA-256: rendering the fonts again")
     if glyphs is None:
         started = time.perf_counter()
-        glyphs, fonts = build(paths, log)
+        glyphs, fonts, skipped = build(paths, log=log)
         seconds = time.perf_counter() - started
         payload = _npz_bytes(glyphs)
         files.check_writable_folder(folder, "the font dataset")
@@ -361,6 +391,7 @@ def load_fonts(root=None, rebuild: bool = False, log=print) -> FontGlyphs:
         manifest = {"format": FORMAT, "characters": CHARACTERS, "size": SIZE, "em_pixels": EM_PIXELS,
                     "baseline_row": BASELINE_ROW, "sha256": hashlib.sha256(payload).hexdigest(),
                     "build_seconds": round(seconds, 1), "counts": counts(fonts), "fonts": fonts,
+                    "skipped": skipped,
                     "sources": sources}
         files.atomic_write_bytes(manifest_path, json.dumps(manifest, indent=1).encode())
         log(f"cached {len(fonts)} fonts in {folder} ({len(payload) / 2**20:.1f} MiB) after {seconds:.1f} s")
@@ -388,8 +419,10 @@ def counts(fonts: list[dict]) -> dict:
     return result
 
 
-if __name__ == "__main__":  # python -m vaelib.fonts [--rebuild]: build (or check) the cache, print the counts
+if __name__ == "__main__":  # python -m vaelib.fonts [--rebuild | --packages]: build the cache, print the counts
     import sys
+    if "--packages" in sys.argv:
+        sys.exit(print(" ".join(DEBIAN_PACKAGES)))
     try:
         dataset = load_fonts(rebuild="--rebuild" in sys.argv)
     except FontError as error:
