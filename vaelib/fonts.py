@@ -361,15 +361,17 @@ def cache_folder(root=None) -> Path:
     return data.data_root(root) / FOLDER
 
 
-def load_fonts(root=None, rebuild: bool = False, log=print) -> FontGlyphs:
+def load_fonts(root=None, rebuild: bool = False, paths=None, log=print) -> FontGlyphs:
     """The glyph dataset, from the cache under `<root>/Fonts/` when it matches the installed fonts, else
     rendered (a few seconds to a minute) and cached: glyphs.npz, checked against manifest.json's SHA-256.
+
+    `paths`: these font files only (default: every installed one, of `DEBIAN_PACKAGES` where dpkg knows).
 
     >>> fonts = load_fonts(); train = fonts.split("train")   # train.x (F, 62, 784)
     Introduced in: 13_fonts
     """
     folder = cache_folder(root)
-    paths = find_font_files()
+    paths = find_font_files() if paths is None else sorted(Path(p) for p in paths)
     sources = _sources(paths)
     manifest_path, glyphs_path = folder / "manifest.json", folder / "glyphs.npz"
     glyphs = None
