@@ -81,6 +81,7 @@ def test_every_glyph_has_ink(dataset):
 
 
 def test_manifest_licences_and_tables_present(dataset):
+    assert not {f["family"] for f in dataset.fonts} & set(fonts.PICTURE_FONTS)
     for font in dataset.fonts:
         assert font["package"] in fonts.DEBIAN_PACKAGES, font["file"]
         assert font["licence"].strip(), f"{font['file']} ({font['package']}) has no licence"
@@ -117,9 +118,11 @@ def test_tables_of_a_known_font():
     assert (bold["family"], bold["weight"], bold["bold"], bold["italic"]) == ("DejaVu Sans", 700, True, False)
     oblique = fonts.read_tables(DEJAVU / "DejaVuSans-Oblique.ttf")
     assert oblique["italic"] and oblique["weight"] == 400 and fonts.is_regular(oblique) is False
-    symbols = Path("/usr/share/fonts/opentype/urw-base35/D050000L.otf")  # dingbats: no Latin letters
-    if symbols.is_file():
-        assert fonts.read_tables(symbols) is None
+    assert not fonts.draws_symbols(DEJAVU / "DejaVuSans.ttf")
+    for symbols in ("D050000L.otf", "StandardSymbolsPS.otf"):  # Zapf Dingbats' and Symbol's twins map A-Z too
+        path = Path("/usr/share/fonts/opentype/urw-base35") / symbols
+        if path.is_file():
+            assert fonts.draws_symbols(path), path
 
 
 def test_dejavu_bold_has_more_ink_than_regular():

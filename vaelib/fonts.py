@@ -48,7 +48,7 @@ FONT_FOLDERS = ("/usr/share/fonts", "/usr/local/share/fonts")
 FONT_SUFFIXES = (".ttf", ".otf")
 HELD_OUT_PERCENT = 20  # share of the family groups held out, by a hash of the group's name
 NEAR_COPY_RMS = 0.09  # two families whose regular faces differ by less (RMS over 62 glyphs, [0, 1]) are one group
-FORMAT = 1  # bumped when the rendering changes: a cache of another format is rebuilt
+FORMAT = 3  # bumped when the rendering changes: a cache of another format is rebuilt
 FOLDER = "Fonts"  # under the data root
 ENV_VAR = "VAELIB_FONTS"  # the cache folder, where the data root is read-only (the Makefile sets ./data/Fonts)
 # The Debian packages the dataset is built from (`make fonts` installs them): about 51 MB to download and
@@ -70,6 +70,11 @@ DEBIAN_PACKAGES = (
     "fonts-vollkorn",
 )
 MAKE_HINT = "run `make fonts` (as root, it installs Debian's fonts-* packages) or `apt-get install fonts-dejavu-core`"
+
+# Fonts that map the Latin letters to pictures (stars, faces, patterns, bar codes), found by looking at the
+# A and g of every font of DEBIAN_PACKAGES; fonts whose glyph names say so are caught by `draws_symbols`.
+PICTURE_FONTS = ("90 Stars BRK", "Binary 01s BRK", "Binary X 01s BRK", "Code Of Life BRK", "Faux Snow BRK",
+                 "Head-Ding Maker BRK", "Line Dings BRK", "Xmas Lights BRK")
 
 # Words that name a width, weight or optical size rather than a design: removed from a family's name to
 # group its faces ("DejaVu Sans Condensed" and "DejaVu Sans" are one family for the split).
@@ -151,6 +156,19 @@ def read_tables(path: Path) -> dict | None:
             }
     except (TTLibError, KeyError, OSError, AssertionError, ValueError, struct.error):
         return None
+
+
+def draws_symbols(path: Path) -> bool:
+    """True where the glyph names say that the letters are other symbols: Symbol's "Alpha" at A (the
+    Adobe Glyph List names another character), Zapf Dingbats' "a10" (its glyphs are named a1 to a191)."""
+    from fontTools import agl
+    from fontTools.ttLib import TTFont
+    with TTFont(path, lazy=True, fontNumber=0) as font:
+        cmap = font.getBestCmap() or {}
+        names = [cmap[ord(c)].split(".")[0] for c in CHARACTERS]
+    wrong = [name for c, name in zip(CHARACTERS, names)
+             if re.fullmatch(r"a\d+", name) or agl.toUnicode(name) not in ("", c)]
+    return len(wrong) > len(CHARACTERS) // 2
 
 
 def group_name(family: str) -> str:
@@ -307,11 +325,15 @@ def build(paths: list[Path] | None = None, packages=DEBIAN_PACKAGES, log=print) 
         paths = [path for path in paths if owners[path] in packages]
     licences = {}
     fonts, glyphs, seen = [], [], set()
-    skipped = {"not Latin": [], "duplicate": [], "empty or .notdef glyphs": [], "too tall or wide": []}
+    skipped = {"not Latin": [], "pictures, not letters": [], "duplicate": [], "empty or .notdef glyphs": [],
+               "too tall or wide": []}
     for path in paths:
         tables = read_tables(path)
         if tables is None or not tables["family"]:
             skipped["not Latin"].append(str(path))
+            continue
+        if tables["family"] in PICTURE_FONTS or draws_symbols(path):
+            skipped["pictures, not letters"].append(str(path))
             continue
         key = (tables["family"].lower(), tables["style"].lower())
         if key in seen:  # the same face from two packages (or as .ttf and .otf): the first one
