@@ -230,7 +230,7 @@ def package_licence(package: str) -> str:
 # --- rendering -----------------------------------------------------------------------------------------
 
 def _font_at(path: Path, em_pixels: float) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(str(path), em_pixels)  # Pillow's size is pixels per em
+    return ImageFont.truetype(str(path), em_pixels)  # Pillow's size is pixels per em (fractional since 10.1)
 
 
 def font_scale(path: Path, probe: float = 200.0) -> float:
@@ -398,7 +398,10 @@ def load_fonts(root=None, rebuild: bool = False, paths=None, log=print) -> FontG
     manifest_path, glyphs_path = folder / "manifest.json", folder / "glyphs.npz"
     glyphs = None
     if not rebuild and manifest_path.is_file():
-        manifest = json.loads(manifest_path.read_text())
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (ValueError, OSError):
+            manifest = {}  # half-written or unreadable: rendered again below
         if manifest.get("format") == FORMAT and manifest.get("sources") == sources:
             payload = files.read_verified(glyphs_path, manifest["sha256"], 1 << 30)
             if payload is not None:
