@@ -47,7 +47,8 @@ BASELINE_ROW = 21  # the baseline, from the top: 21 rows for ascenders, 7 for de
 FONT_FOLDERS = ("/usr/share/fonts", "/usr/local/share/fonts")
 FONT_SUFFIXES = (".ttf", ".otf")
 HELD_OUT_PERCENT = 20  # share of the family groups held out, by a hash of the group's name
-NEAR_COPY_RMS = 0.09  # two families whose regular faces differ by less (RMS over 62 glyphs, [0, 1]) are one group
+NEAR_COPY_RMS = 0.09  # families whose regular faces differ by less (RMS over 62 glyphs, [0, 1]) are one group:
+# Hack and DejaVu Sans Mono differ by 0.063, FreeSans and Nimbus Sans by 0.082; distinct designs mostly by > 0.1
 FORMAT = 3  # bumped when the rendering changes: a cache of another format is rebuilt
 FOLDER = "Fonts"  # under the data root
 ENV_VAR = "VAELIB_FONTS"  # the cache folder, where the data root is read-only (the Makefile sets ./data/Fonts)
@@ -275,8 +276,9 @@ def _hash_percent(name: str) -> int:
 def near_copy_groups(fonts: list[dict], glyphs: np.ndarray) -> dict[str, str]:
     """Each group name -> the name of its union with every group whose regular face is a near copy.
 
-    Copies of one design under other names (TeX Gyre Heros and Nimbus Sans, Liberation 2 and Arimo)
-    would otherwise put one design on both sides of the split. glyphs: (F, 62, 28, 28) uint8.
+    Derivatives of one design under other names (FreeSerif, STIX and Nimbus Roman; Hack and DejaVu Sans
+    Mono) would otherwise put one design on both sides of the split. The union takes the smallest name,
+    so the split is fixed by the set of fonts (DEBIAN_PACKAGES). glyphs: (F, 62, 28, 28) uint8.
     """
     groups = sorted({font["group"] for font in fonts})
     representative = {}
