@@ -53,7 +53,7 @@ FORMAT = 3  # bumped when the rendering changes: a cache of another format is re
 FOLDER = "Fonts"  # under the data root
 ENV_VAR = "VAELIB_FONTS"  # the cache folder, where the data root is read-only (the Makefile sets ./data/Fonts)
 # The Debian packages the dataset is built from (`make fonts` installs them): about 51 MB to download and
-# 135 MB installed (apt-get, Debian 12). Fonts that other packages installed are left out, so that every
+# 132 MB installed (apt-get, Debian 12). Fonts that other packages installed are left out, so that every
 # machine with these packages builds the same dataset. Their sources and licences: the README, "Fonts".
 DEBIAN_PACKAGES = (
     "fonts-adf-accanthis", "fonts-adf-baskervald", "fonts-adf-berenis", "fonts-adf-gillius",
