@@ -19,7 +19,7 @@ NPM_PACKAGES := mathjax@3.2.2
 # the data tests read Debian's Fashion-MNIST. Installed here when missing and possible (root, apt-get).
 SYSTEM_PACKAGES := chromium chromium-driver dataset-fashion-mnist
 
-# The glyph dataset of chapter 13 (vaelib/fonts.py): Debian's font packages (about 51 MB to download, 135 MB
+# The glyph dataset of chapter 13 (vaelib/fonts.py): Debian's font packages (about 51 MB to download, 132 MB
 # installed; every font's source and licence are in the README), rendered into $(VAELIB_FONTS). Not part
 # of `make book` yet.
 VAELIB_FONTS ?= $(abspath data/Fonts)
