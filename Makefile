@@ -24,7 +24,7 @@ SYSTEM_PACKAGES := chromium chromium-driver dataset-fashion-mnist
 # of `make book` yet.
 VAELIB_FONTS ?= $(abspath data/Fonts)
 export VAELIB_FONTS
-FONT_PACKAGES = $(shell $(BIN)/python -m vaelib.fonts --packages)  # one list, in vaelib/fonts.py
+FONT_PACKAGES ?=  # empty: the list in vaelib/fonts.py (DEBIAN_PACKAGES)
 
 
 install: $(VENV)/.installed
@@ -82,15 +82,15 @@ system-packages:
 
 # The fonts: installed where missing and possible (root, apt-get), else one line says how; then rendered and cached.
 fonts: $(VENV)/.installed
-	@test -n "$(FONT_PACKAGES)" || exit 1
-	@missing=$$(dpkg-query -W -f='$${Package} $${Status}\n' $(FONT_PACKAGES) 2>&1 | grep -v ' installed$$' | cut -d' ' -f1); \
-	if [ -n "$$missing" ] || ! command -v dpkg-query > /dev/null; then \
+	@packages="$(FONT_PACKAGES)"; [ -n "$$packages" ] || packages=$$($(BIN)/python -m vaelib.fonts --packages) || exit 1; \
+	missing=$$(dpkg-query -W -f='$${Package} $${Status}\n' $$packages 2>&1 | grep -v ' installed$$' | cut -d' ' -f1); \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
 	    echo "installing Debian's font packages: $$(echo $$missing | wc -w) missing"; \
-	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(FONT_PACKAGES) > /dev/null; } \
-	      || { echo "make fonts: apt-get could not install the font packages; run 'apt-get install $(FONT_PACKAGES)'" >&2; exit 1; }; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$packages > /dev/null; } \
+	      || { echo "make fonts: apt-get could not install the font packages; run 'apt-get install $$packages'" >&2; exit 1; }; \
 	  else \
-	    echo "make fonts needs Debian's font packages: run 'sudo apt-get install $(FONT_PACKAGES)', then make fonts again" >&2; \
+	    echo "make fonts needs Debian's font packages: run 'sudo apt-get install $$packages', then make fonts again" >&2; \
 	    exit 1; \
 	  fi; \
 	fi
