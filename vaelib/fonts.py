@@ -49,7 +49,7 @@ FONT_SUFFIXES = (".ttf", ".otf")
 HELD_OUT_PERCENT = 20  # share of the family groups held out, by a hash of the group's name
 NEAR_COPY_RMS = 0.09  # families whose regular faces differ by less (RMS over 62 glyphs, [0, 1]) are one group:
 # Hack and DejaVu Sans Mono differ by 0.063, FreeSans and Nimbus Sans by 0.082; distinct designs mostly by > 0.1
-FORMAT = 3  # bumped when the rendering changes: a cache of another format is rebuilt
+FORMAT = 4  # bumped when the rendering changes: a cache of another format is rebuilt
 FOLDER = "Fonts"  # under the data root
 ENV_VAR = "VAELIB_FONTS"  # the cache folder, where the data root is read-only (the Makefile sets ./data/Fonts)
 # The Debian packages the dataset is built from (`make fonts` installs them): about 51 MB to download and
@@ -242,7 +242,20 @@ def font_scale(path: Path, probe: float = 200.0) -> float:
     above, below = -boxes[:, 1].min(), boxes[:, 3].max()  # ink above and below the baseline
     width = (boxes[:, 2] - boxes[:, 0]).max()
     fits = min(BASELINE_ROW / max(above, 1e-6), (SIZE - BASELINE_ROW) / max(below, 1e-6), SIZE / max(width, 1e-6))
-    return min(EM_PIXELS, 0.98 * fits)
+    em_pixels = min(EM_PIXELS, 0.98 * fits)
+    while em_pixels >= MIN_EM_PIXELS and not _fits(_font_at(path, em_pixels)):  # hinting rounds outlines up
+        em_pixels *= 0.97
+    return em_pixels
+
+
+def _fits(font: ImageFont.FreeTypeFont) -> bool:
+    """Whether every glyph, drawn as `render_font` draws it, lies inside the 28 x 28 box."""
+    for character in CHARACTERS:
+        left, top, right, bottom = font.getbbox(character, anchor="ls")
+        shift = round(SIZE / 2 - (left + right) / 2)
+        if top + BASELINE_ROW < 0 or bottom + BASELINE_ROW > SIZE or left + shift < 0 or right + shift > SIZE:
+            return False
+    return True
 
 
 def render_font(path: Path, em_pixels: float | None = None) -> np.ndarray:
