@@ -13,11 +13,18 @@ export VAELIB_DATA
 VENDOR := book/web/vendor
 NPM_PACKAGES := mathjax@3.2.2
 
-.PHONY: install data book test benchmark benchmark-avx2 clean vendor web-data system-packages
+.PHONY: install data book test benchmark benchmark-avx2 clean vendor web-data system-packages fonts
 
 # The browser tests drive Debian's headless Chromium (no browser download: there is no internet), and
 # the data tests read Debian's Fashion-MNIST. Installed here when missing and possible (root, apt-get).
 SYSTEM_PACKAGES := chromium chromium-driver dataset-fashion-mnist
+
+# The glyph dataset of chapter 13 (vaelib/fonts.py): Debian's font packages (about 51 MB to download, 132 MB
+# installed; every font's source and licence are in the README), rendered into $(VAELIB_FONTS). Not part
+# of `make book` yet.
+VAELIB_FONTS ?= $(abspath data/Fonts)
+export VAELIB_FONTS
+FONT_PACKAGES ?=  # empty: the list in vaelib/fonts.py (DEBIAN_PACKAGES)
 
 
 install: $(VENV)/.installed
@@ -74,6 +81,22 @@ system-packages:
 	  echo "make test needs Debian's $(SYSTEM_PACKAGES): run 'sudo apt-get install $(SYSTEM_PACKAGES)', then make test again" >&2; \
 	  exit 1; \
 	fi
+
+# The fonts: installed where missing and possible (root, apt-get), else one line says how; then rendered and cached.
+fonts: $(VENV)/.installed
+	@packages="$(FONT_PACKAGES)"; [ -n "$$packages" ] || packages=$$($(BIN)/python -m vaelib.fonts --packages) || exit 1; \
+	missing=$$(dpkg-query -W -f='$${Package} $${Status}\n' $$packages 2>&1 | grep -v ' installed$$' | cut -d' ' -f1); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get > /dev/null; then \
+	    echo "installing Debian's font packages: $$(echo $$missing | wc -w) missing"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$packages > /dev/null; } \
+	      || { echo "make fonts: apt-get could not install the font packages; run 'apt-get install $$packages'" >&2; exit 1; }; \
+	  else \
+	    echo "make fonts needs Debian's font packages: run 'sudo apt-get install $$packages', then make fonts again" >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+	$(BIN)/python -m vaelib.fonts
 
 test: system-packages install book
 	$(BIN)/python -m pytest --durations=15
