@@ -198,6 +198,9 @@ def check_grid_size(sizes: list[int]) -> int:
     return runs
 
 
+MAX_NOTEBOOK_BYTES = 256 * 2**20  # a chapter with its figures takes a few MB
+
+
 def check_notebook(source) -> None:
     """A readable Jupyter notebook that nbformat validates, else ValueError (FileNotFoundError if none)."""
     from pathlib import Path
@@ -206,7 +209,13 @@ def check_notebook(source) -> None:
         raise FileNotFoundError(f"no notebook at {source}")
     try:
         import nbformat
-        notebook = nbformat.reads(source.read_text(), as_version=4)
+
+        from . import files
+        text = files.read_bounded(source, MAX_NOTEBOOK_BYTES, "a notebook")  # ValueError for gigabytes, unread
+    except OSError as error:
+        raise ValueError(f"cannot read {source} ({error.strerror or error}): check its permissions") from None
+    try:
+        notebook = nbformat.reads(text.decode(), as_version=4)
         nbformat.validate(notebook)
     except Exception as error:  # bad JSON, bad UTF-8, a notebook of the wrong shape (no metadata, ...)
         reason = " ".join(str(error).split())[:100]
@@ -220,6 +229,27 @@ def check_url(name: str, url) -> str:
     if not isinstance(url, str) or urlsplit(url).scheme.lower() not in ("http", "https") or not urlsplit(url).netloc:
         raise ValueError(f"{name} must be an http:// or https:// address, got {_shown(url)}")
     return url
+
+
+SIDECAR_START = b'{\n "kind": '  # how every sidecar that checkpoints.save (or judge.save) writes begins
+
+
+def check_replaceable_checkpoint(weights_path, sidecar_path, overwrite: bool) -> None:
+    """A checkpoint may be written at (weights_path, sidecar_path): nothing is there, or (with `overwrite`) a
+    pair that vaelib wrote: a sidecar that begins as ours, and weights only beside their sidecar. A user's
+    own `notes.json` or a lone `.safetensors` file is never replaced, even with --overwrite."""
+    sidecar_free = check_replaceable(sidecar_path, overwrite, SIDECAR_START, "the checkpoint")
+    weights_free = check_replaceable(weights_path, overwrite, None, "the checkpoint")
+    if sidecar_free and not weights_free:
+        raise ValueError(f"{weights_path} exists without its sidecar {sidecar_path.name}: it is not a checkpoint "
+                         f"that vaelib wrote, so it is never replaced, even with --overwrite; move it aside first")
+
+
+def check_size(path, size: int, max_bytes: int, what: str) -> None:
+    """A file of `size` bytes may be read whole as `what` only if it holds at most `max_bytes`."""
+    if size > max_bytes:
+        raise ValueError(f"{path} holds {size} bytes, more than the {max_bytes} that {what} can take: it is "
+                         f"damaged or not {what}; restore it (git checkout) or delete it")
 
 
 def check_replaceable(path, overwrite: bool, signature: bytes | None = None, what: str = "it") -> bool:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import safetensors.torch
 import torch
@@ -122,30 +124,58 @@ def save(model: nn.Module, recipe: JudgeRecipe, history: list, metrics: dict, di
     sidecar = {"kind": "judge", **asdict(recipe), "data_sha256": data.DATASETS["mnist"].sha256,
                "vaelib_version": __version__, "dtype": "float16", "weights_file": weights_path.name,
                "weights_sha256": hashlib.sha256(payload).hexdigest(), "history": history, "metrics": metrics}
-    sidecar["recipe_sha256"] = recipe_sha256(sidecar)
-    files.atomic_write_bytes(weights_path, payload)
-    files.atomic_write_bytes(sidecar_path, (json.dumps(sidecar, indent=1) + "\n").encode())
+    encode = lambda record: (json.dumps({**record, "recipe_sha256": recipe_sha256(record)}, indent=1) + "\n").encode()  # noqa: E731
+    staged = files.write_temporary(weights_path, payload)  # as checkpoints.save: a reader sees the old pair or the new
+    try:
+        files.atomic_write_bytes(sidecar_path, encode({**sidecar, "weights_file": staged.name}))  # the commit
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    os.replace(staged, weights_path)
+    files.atomic_write_bytes(sidecar_path, encode(sidecar))
     return weights_path
 
 
 MAX_WEIGHTS_BYTES = 64 * 2**20  # the judge's float16 weights take well under 1 MB
+MAX_SIDECAR_BYTES = 16 * 2**20  # its sidecar, under 2 kB
 
 
 def load(directory=None) -> DigitClassifier:
     """The shipped judge, after checking its weights' and its sidecar's SHA-256; `model.record` is the sidecar."""
     weights_path, sidecar_path = _paths(directory)
+    deadline = time.monotonic() + 10
+    while True:  # a save that runs meanwhile may pair an old sidecar with new weights: read both again
+        before = files.fingerprint(sidecar_path, weights_path)
+        try:
+            return _read(weights_path, sidecar_path)
+        except CheckpointError:
+            if files.fingerprint(sidecar_path, weights_path) == before or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _read(weights_path, sidecar_path) -> DigitClassifier:
+    """One attempt of `load`."""
     try:
-        sidecar = json.loads(sidecar_path.read_text())
-        weights_path.stat()
+        sidecar = json.loads(files.read_bounded(sidecar_path, MAX_SIDECAR_BYTES, "the judge's sidecar"))
     except (OSError, ValueError, RecursionError) as error:
         raise CheckpointError(f"cannot read the judge's checkpoint ({error}): train it again with "
                               f"`python -c 'from vaelib import judge; judge.load_or_train(retrain=True)'`") from error
     if not isinstance(sidecar, dict) or sidecar.get("recipe_sha256") != recipe_sha256(sidecar):
         raise CheckpointError(f"{sidecar_path} was edited after it was saved: restore it with git checkout")
-    try:
-        payload = files.read_verified(weights_path, str(sidecar.get("weights_sha256")), MAX_WEIGHTS_BYTES)  # size first
-    except OSError as error:
-        raise CheckpointError(f"cannot read {weights_path} ({error.strerror or error}): check its permissions") from None
+    named = sidecar.get("weights_file")  # a save killed after its commit: the staged file it names
+    candidates = [weights_path.parent / named] if isinstance(named, str) and named == Path(named).name != "" else []
+    if not any(path.is_file() for path in [*candidates, weights_path]):
+        raise CheckpointError(f"cannot read the judge's checkpoint (no weights at {weights_path}): train it again "
+                              f"with `python -c 'from vaelib import judge; judge.load_or_train(retrain=True)'`")
+    payload = None
+    for path in dict.fromkeys([*candidates, weights_path]):
+        try:
+            payload = files.read_verified(path, str(sidecar.get("weights_sha256")), MAX_WEIGHTS_BYTES)  # size first
+        except OSError as error:
+            raise CheckpointError(f"cannot read {path} ({error.strerror or error}): check its permissions") from None
+        if payload is not None:
+            break
     if payload is None:
         raise CheckpointError(f"{weights_path} is damaged or was replaced: restore it with git checkout")
     try:

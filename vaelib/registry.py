@@ -324,9 +324,15 @@ def save_trained(stem: str | Path, spec: Recipe, model: nn.Module, history: list
     config = {**spec.config(), "mixed_precision": spec.mixed_precision, "precision": trained_precision(history),
               "data_sha256": data.DATASETS[spec.dataset].sha256}
     try:
+        if overwrite:  # a file that vaelib did not write, put there while this model trained: kept
+            try:
+                checks.check_replaceable_checkpoint(*checkpoints.paths(stem), overwrite)
+            except ValueError as refusal:
+                raise FileExistsError(str(refusal)) from None
         return checkpoints.save(stem, model, config, history, metrics, overwrite=overwrite)
     except OSError as error:
         reason = (f"{checkpoints.paths(stem)[0]} appeared while this model trained" if isinstance(error, FileExistsError)
+                  and not overwrite else str(error) if isinstance(error, FileExistsError)
                   else f"could not save to {checkpoints.paths(stem)[0]} ({error.strerror or error})")
         for folder in (Path.cwd(), Path(tempfile.gettempdir())):
             kept = folder / f"{Path(stem).name}.rescued-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
@@ -346,5 +352,6 @@ def retrain_and_save(name: str, directory: Path | None = None, device=None, prog
     checks.check_flag("progress", progress)
     directory = None if directory is None else checks.check_path("directory", directory)
     directory = files.check_writable_folder(directory or checkpoints.CHECKPOINT_DIR, "the checkpoints")
+    checks.check_replaceable_checkpoint(*checkpoints.paths(directory / name), True)  # before training
     model, history, metrics = train_recipe(spec, device=device, progress=progress)
     return save_trained(directory / name, spec, model, history, metrics)

@@ -1,0 +1,110 @@
+"""Issue 20, once more: other members of the classes of fault that tests/test_reliability.py covers.
+
+Each test names its class by the issue's number, and fails on the code before its fix.
+"""
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from vaelib import checkpoints, judge, models, registry, study, sweep
+from vaelib.__main__ import main
+from tests.conftest import REPO
+from tests.test_reliability import CONFIG, one_line_error, snapshot, tiny_notebook, tiny_vae
+
+
+def sparse_file(path, size=3 * 2**30):
+    """A file of `size` bytes that takes no disk: a damaged file of gigabytes."""
+    with open(path, "ab") as handle:
+        handle.truncate(size)
+
+
+# 1. a save with overwrite=True replaces a checkpoint that vaelib wrote, never a user's own file
+@pytest.mark.parametrize("mine", ["notes.json", "weights.safetensors"])
+def test_save_never_replaces_a_file_it_did_not_write(tmp_path, mine):
+    (tmp_path / mine).write_text('{"my": "notes"}')
+    stem = tmp_path / mine.split(".")[0]
+    before = snapshot(tmp_path)
+    with pytest.raises(ValueError, match="never replaced, even with --overwrite"):
+        checkpoints.save(stem, tiny_vae(), CONFIG)  # overwrite=True, the default
+    assert snapshot(tmp_path) == before
+    checkpoints.save(tmp_path / "mine", tiny_vae(), CONFIG)
+    checkpoints.save(tmp_path / "mine", tiny_vae(1), CONFIG)  # a checkpoint of ours is replaced
+
+
+def test_train_out_overwrite_refuses_a_users_file_before_training(tmp_path, monkeypatch, capsys):
+    (tmp_path / "notes.json").write_text('{"my": "notes"}')
+    monkeypatch.setattr(registry, "train_recipe", lambda *a, **k: pytest.fail("trained before refusing"))
+    assert main(["train", "--model", "vae", "--out", str(tmp_path / "notes"), "--overwrite"]) == 2
+    assert "was not written by vaelib" in one_line_error(capsys)
+    assert snapshot(tmp_path) == {"notes.json": b'{"my": "notes"}'}
+
+
+# 10. a reader of the judge sees the old classifier or the new one while another process saves it
+def test_judge_loads_during_saves_see_the_old_or_the_new_model(tmp_path):
+    shipped = judge.load()
+    judge.save(shipped, judge.JudgeRecipe(), shipped.record["history"], shipped.record["metrics"], tmp_path)
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import pathlib, time, torch
+from vaelib import judge
+model, folder = judge.load(), pathlib.Path({str(tmp_path)!r})
+seed, end = 0, None
+while end is None or time.monotonic() < end:
+    seed += 1
+    with torch.no_grad():
+        model.out.bias.fill_(seed % 2)  # two different classifiers, saved in turn
+    judge.save(model, judge.JudgeRecipe(), model.record["history"], model.record["metrics"], folder)
+    if end is None:
+        end = time.monotonic() + 4
+        print("saving", flush=True)
+"""], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "saving"
+        loads = 0
+        while writer.poll() is None:
+            judge.load(tmp_path)  # never CheckpointError
+            loads += 1
+        assert loads >= 10
+    finally:
+        writer.kill()
+        writer.wait()
+
+
+# 11. no file is read whole before its size is checked: sidecars, the judge's, a seed's metrics, notebooks
+def test_a_huge_sidecar_is_refused_by_its_size(tmp_path):
+    checkpoints.save(tmp_path / "big", tiny_vae(), CONFIG)
+    sparse_file(tmp_path / "big.json")
+    with pytest.raises(checkpoints.CheckpointError, match="more than the"):
+        checkpoints.read_sidecar(tmp_path / "big")
+    with pytest.raises(checkpoints.CheckpointError, match="more than the"):
+        checkpoints.load(tmp_path / "big")
+
+
+def test_a_huge_judge_sidecar_is_refused_by_its_size(tmp_path):
+    for suffix in (".json", ".safetensors"):
+        (tmp_path / f"{judge.NAME}{suffix}").write_bytes((REPO / "checkpoints" / f"{judge.NAME}{suffix}").read_bytes())
+    sparse_file(tmp_path / f"{judge.NAME}.json")
+    with pytest.raises(checkpoints.CheckpointError, match="more than the"):
+        judge.load(tmp_path)
+
+
+def test_a_huge_study_file_is_refused_by_its_size(tmp_path):
+    sparse_file(tmp_path / "seed-0-metrics.json")
+    with pytest.raises(ValueError, match="seed-0-metrics.json is damaged .*more than the"):
+        study.finished_rows(tmp_path)
+    sparse_file(tmp_path / "table.csv")
+    with pytest.raises(ValueError, match="more than the"):
+        study.load_table(tmp_path)
+
+
+def test_a_huge_notebook_is_refused_by_its_size(tmp_path, capsys):
+    notebook = tiny_notebook(tmp_path / "huge.ipynb")
+    sparse_file(notebook)
+    start = time.perf_counter()
+    assert main(["sweep", str(notebook), "-p", "x", "1", "--out", str(tmp_path / "o")]) == 2
+    assert "more than the" in one_line_error(capsys) and time.perf_counter() - start < 5
+    with pytest.raises(ValueError, match="more than the"):
+        sweep.notebook_results(notebook)
