@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from vaelib import checkpoints, judge, models, registry, study, sweep
+from vaelib import checkpoints, evaluate, grid, inference, judge, losses, models, plots, registry, study, sweep
 from vaelib.__main__ import main
 from tests.conftest import REPO
 from tests.test_reliability import CONFIG, one_line_error, snapshot, tiny_notebook, tiny_vae
@@ -108,3 +108,66 @@ def test_a_huge_notebook_is_refused_by_its_size(tmp_path, capsys):
     assert "more than the" in one_line_error(capsys) and time.perf_counter() - start < 5
     with pytest.raises(ValueError, match="more than the"):
         sweep.notebook_results(notebook)
+
+
+# 8. every function that scores, completes or shows images checks them at its door (not only the scorers)
+x4 = torch.rand(4, 784)
+top_half = torch.arange(784) < 392  # (784,)
+IMAGE_TAKERS = {
+    "effective_sample_size": lambda m, x: evaluate.effective_sample_size(m, x, k=2),
+    "log_likelihood_grid": lambda m, x: evaluate.log_likelihood_grid(m, x, step=0.5),
+    "grid.posterior_sums": lambda m, x: grid.posterior_sums(m, x, step=0.5),
+    "complete_on_grid": lambda m, x: inference.complete_on_grid(m, x, top_half, step=0.5),
+    "complete_by_sampling": lambda m, x: inference.complete_by_sampling(m, x, top_half, k=2, steps=1),
+    "complete_by_loop": lambda m, x: inference.complete_by_loop(m, x, top_half, iterations=1),
+    "neighbour_completion(x)": lambda m, x: inference.neighbour_completion(x, top_half, x4),
+    "neighbour_completion(train_x)": lambda m, x: inference.neighbour_completion(x4, top_half, x),
+    "choose_neighbours": lambda m, x: inference.choose_neighbours(x, top_half, candidates=(1,), queries=2),
+    "show_reconstructions": lambda m, x: plots.show_reconstructions(m, x),
+    "interpolate": lambda m, x: plots.interpolate(m, x[0], x[1], steps=2),
+    "binary_entropy_floor": lambda m, x: losses.binary_entropy_floor(x),
+}
+
+
+@pytest.mark.parametrize("bad", ["times 255", "negative", "nan"])
+@pytest.mark.parametrize("taker", IMAGE_TAKERS)
+def test_every_image_taker_checks_its_images(taker, bad):
+    x = {"times 255": x4 * 255, "negative": -x4, "nan": x4.masked_fill(x4 > 0.5, float("nan"))}[bad]
+    with pytest.raises(ValueError, match="must hold pixels in|NaN"):
+        IMAGE_TAKERS[taker](tiny_vae(), x)
+
+
+# 9. a per-image fit that diverges raises, even when its last step is the one that breaks it
+@pytest.mark.parametrize("lr", [1e300, 1e30])
+def test_a_diverged_posterior_fit_raises(lr):
+    with pytest.raises(inference.FitDiverged, match="lower lr"):
+        inference.refine_posterior(tiny_vae(), x4, steps=2, lr=lr)
+
+
+# 15. the judge's True/False arguments take True or False
+@pytest.mark.parametrize("call", ["load_or_train", "train_judge"])
+def test_the_judges_string_flags_are_refused(call, monkeypatch):
+    monkeypatch.setattr(judge.data, "load_mnist", lambda *a, **k: pytest.fail("worked before checking"))
+    with pytest.raises(ValueError, match="progress must be True or False"):
+        judge.load_or_train(progress="no") if call == "load_or_train" else judge.train_judge(progress="no")
+
+
+# 16. a mask of visible pixels is checked like the images: one clear ValueError, never torch's error
+@pytest.mark.parametrize("visible", [top_half[:10], top_half.float() * 3, top_half.tolist(), top_half[None, None]])
+@pytest.mark.parametrize("taker", ["complete_on_grid", "complete_by_loop", "complete_by_sampling", "refine_posterior",
+                                   "neighbour_completion", "grid.posterior_sums"])
+def test_a_wrong_visible_mask_is_one_value_error(taker, visible):
+    call = {"complete_on_grid": lambda: inference.complete_on_grid(tiny_vae(), x4, visible, step=0.5),
+            "complete_by_loop": lambda: inference.complete_by_loop(tiny_vae(), x4, visible),
+            "complete_by_sampling": lambda: inference.complete_by_sampling(tiny_vae(), x4, visible, k=2, steps=1),
+            "refine_posterior": lambda: inference.refine_posterior(tiny_vae(), x4, steps=1, visible=visible),
+            "neighbour_completion": lambda: inference.neighbour_completion(x4, visible, x4),
+            "grid.posterior_sums": lambda: grid.posterior_sums(tiny_vae(), x4, visible=visible, step=0.5)}[taker]
+    with pytest.raises(ValueError, match="visible must") as error:
+        call()
+    assert "\n" not in str(error.value)
+
+
+def test_a_visible_mask_of_zeros_and_ones_still_works():
+    completed = inference.complete_by_loop(tiny_vae(), x4, top_half.float(), iterations=1)
+    assert torch.equal(completed[:, :392], x4[:, :392])

@@ -103,6 +103,23 @@ def check_images(name: str, x) -> torch.Tensor:
     return x
 
 
+def check_visible(visible, count: int, per_image: bool = True) -> torch.Tensor:
+    """A mask of the pixels seen: a bool (or 0/1) tensor (784,), or (N, 784) with N = `count` where `per_image`.
+    Returned as bool. Introduced in: 08_beyond"""
+    shapes = [(784,), (count, 784)] if per_image else [(784,)]
+    if (not isinstance(visible, torch.Tensor) or visible.layout != torch.strided or visible.is_meta
+            or tuple(visible.shape) not in shapes or visible.is_complex()):
+        raise ValueError(f"visible must be a bool tensor {' or '.join(map(str, shapes))} marking the pixels seen, got "
+                         f"{type(visible).__name__} {tuple(getattr(visible, 'shape', ()))}: e.g. "
+                         f"visible = torch.arange(784) < 392 (the top half)")
+    if visible.dtype != torch.bool:
+        if not bool(((visible == 0) | (visible == 1)).all()):
+            raise ValueError("visible must hold only True/False (or 0 and 1), got other values: threshold it, "
+                             "e.g. visible = mask > 0.5")
+        visible = visible.bool()
+    return visible
+
+
 def check_labels(name: str, y, count: int, num_classes: int = 10) -> torch.Tensor:
     """Digit labels `y`: an integer tensor (N,) with N = `count` (one per image) and values in 0..num_classes-1."""
     if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.ndim != 1:

@@ -95,6 +95,12 @@ def effective_sample_size(model: nn.Module, x: torch.Tensor, k: int = 1000, seed
     about as loose as that one draw's. `proposal`: importance_weighted_bound's posterior, labels,
     sigma_scale, prior_share. Introduced in: 09_loss
     """
+    check_model("model", model), check_images("x", x), check_positive_int("k", k, maximum=MAX_K), check_seed(seed)
+    unknown = sorted(set(proposal) - {"posterior", "labels", "sigma_scale", "prior_share"})
+    if unknown:
+        raise ValueError(f"effective_sample_size has no setting {unknown[0]!r}: choose from posterior, labels, "
+                         f"sigma_scale, prior_share")
+    check_posterior(proposal.get("posterior"), len(x))
     sizes = [torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0))  # (b,)
              for log_w, _, _ in _log_weights(model, x, k, seed, **proposal)]
     return torch.cat(sizes).cpu()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -74,6 +75,9 @@ def _shift(x: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Ten
 
 def train_judge(recipe: JudgeRecipe = JudgeRecipe(), progress: bool = True) -> tuple[DigitClassifier, list]:
     """Train the classifier on the 60,000 training images; returns (model, history)."""
+    if not isinstance(recipe, JudgeRecipe):
+        raise ValueError(f"recipe must be a judge.JudgeRecipe, got {type(recipe).__name__}")
+    checks.check_flag("progress", progress)
     train_x, train_y = data.load_mnist("train")
     torch.manual_seed(recipe.seed)
     model = DigitClassifier(recipe.width)
@@ -94,6 +98,10 @@ def train_judge(recipe: JudgeRecipe = JudgeRecipe(), progress: bool = True) -> t
             schedule.step()
             total += loss.item() * len(x)
             correct += (logits.argmax(1) == y).sum().item()
+        if not math.isfinite(total):  # checked at each epoch's end, so also after the last step
+            from .train import TrainingDiverged
+            raise TrainingDiverged(f"the judge's loss became {total} in epoch {epoch}: training diverged; lower "
+                                   f"its lr ({recipe.lr})")
         history.append({"epoch": epoch, "seconds": time.perf_counter() - start,
                         "train_loss": total / len(train_x), "train_accuracy": correct / len(train_x)})
         if progress:
@@ -204,7 +212,7 @@ def load_or_train(retrain: bool = False, directory=None, progress: bool = True) 
 
     Introduced in: 08_beyond
     """
-    checks.check_flag("retrain", retrain)
+    checks.check_flag("retrain", retrain), checks.check_flag("progress", progress)
     weights_path, sidecar_path = _paths(directory)
     if not retrain and (weights_path.exists() or sidecar_path.exists()):
         return load(directory)

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .checks import check_beta  # noqa: F401  (its home is checks.py)
+from .checks import check_beta, check_images  # noqa: F401  (their home is checks.py)
 
 EPS = 1e-10  # the original's guard against log(0)
 
@@ -111,7 +111,7 @@ def binary_entropy_floor(x: torch.Tensor) -> torch.Tensor:
     test set is the floor to read a BCE against (chapters 3 and 4).
     Introduced in: 03_vae
     """
-    x = x.flatten(1).double()
+    x = check_images("x", x.flatten(1) if isinstance(x, torch.Tensor) and x.ndim > 2 else x).double()
     entropy = -(torch.special.xlogy(x, x) + torch.special.xlogy(1 - x, 1 - x))  # (B, 784), 0 at 0 and 1
     return entropy.sum(dim=1).float()
 

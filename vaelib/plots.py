@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from matplotlib import pyplot as plt
 
+from .checks import check_images, check_model, check_positive_int
 from .evaluate import model_device
 
 DIGIT_COLORS = plt.get_cmap("tab10")
@@ -46,6 +47,7 @@ def show_images(images: torch.Tensor, nrow: int = 10, ax=None, title: str | None
 
 def show_reconstructions(model, x: torch.Tensor, ax=None, title: str | None = None):
     """Originals (top row) above their reconstructions decoded from the mean code (bottom row)."""
+    check_model("model", model), check_images("x", x)
     with torch.no_grad():
         code, _ = model.encode(x.to(model_device(model)))
         x_hat = model.decode(code).cpu()
@@ -135,6 +137,13 @@ def show_traversals(model, low: float = -3.0, high: float = 3.0, steps: int = 21
 @torch.no_grad()
 def interpolate(model, x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
     """Blend two images (784,) in latent space and in pixel space.  -> two (steps, 784) tensors"""
+    check_model("model", model)
+    for name, image in (("x_a", x_a), ("x_b", x_b)):
+        if not isinstance(image, torch.Tensor) or image.shape != (784,):
+            raise ValueError(f"{name} must be one image, a tensor (784,), got {getattr(image, 'shape', type(image).__name__)}"
+                             f": pick it with x[i]")
+        check_images(name, image[None])
+    check_positive_int("steps", steps, minimum=2)
     weights = torch.linspace(0, 1, steps).unsqueeze(1)  # (steps, 1)
     x_a, x_b = x_a.cpu(), x_b.cpu()
     mu, _ = model.encode(torch.stack([x_a, x_b]).to(model_device(model)))  # (2, L)
