@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from vaelib import checkpoints, evaluate, grid, inference, judge, losses, models, plots, registry, study, sweep
+from vaelib import checkpoints, evaluate, grid, inference, judge, losses, models, plots, registry, study, sweep, web
 from vaelib.__main__ import main
 from tests.conftest import REPO
 from tests.test_reliability import CONFIG, one_line_error, snapshot, tiny_notebook, tiny_vae
@@ -171,3 +171,26 @@ def test_a_wrong_visible_mask_is_one_value_error(taker, visible):
 def test_a_visible_mask_of_zeros_and_ones_still_works():
     completed = inference.complete_by_loop(tiny_vae(), x4, top_half.float(), iterations=1)
     assert torch.equal(completed[:, :392], x4[:, :392])
+
+
+# 17. a command with several targets checks every one of them before it scores the first
+def test_evaluate_checks_every_target_before_scoring(tmp_path, monkeypatch, capsys):
+    checkpoints.save(tmp_path / "good", tiny_vae(), CONFIG)
+    monkeypatch.setattr(registry, "test_metrics", lambda *a, **k: pytest.fail("scored before checking every target"))
+    assert main(["evaluate", str(tmp_path / "good"), str(tmp_path / "missing")]) == 2
+    assert "missing" in one_line_error(capsys)
+
+
+def test_export_web_checks_every_checkpoint_before_any_work(tmp_path, monkeypatch):
+    real = checkpoints.load
+
+    def load(stem, expected=None, device="cpu"):
+        if str(stem) == "convvae-l10-b4":  # the last one it exports
+            raise checkpoints.CheckpointError("convvae-l10-b4.safetensors is damaged")
+        return real(stem, expected, device)
+
+    monkeypatch.setattr(checkpoints, "load", load)
+    monkeypatch.setattr(web.train, "encode_dataset", lambda *a, **k: pytest.fail("worked before checking"))
+    with pytest.raises(checkpoints.CheckpointError, match="convvae-l10-b4"):
+        web.export(tmp_path / "site" / "models.js")
+    assert not (tmp_path / "site").exists()

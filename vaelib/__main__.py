@@ -169,15 +169,17 @@ def cmd_evaluate(args) -> None:
     if args.save:  # the sidecars must be writable before minutes of scoring
         for target in targets:
             files.check_writable_folder(checkpoints.paths(target)[1].parent, "--save")
+    loaded = [checkpoints.load(target, expected=registry.recipe(target).expected()  # every target, before any scoring
+                               if target in registry.REGISTRY else None) for target in targets]
     test_sets = {}  # (dataset, binarized) -> the test images, each loaded once however many targets use it
     test_labels = {}  # dataset -> its test labels (N,), loaded once, for the conditional models only
-    rows = []
-    for target in targets:
-        model, sidecar = checkpoints.load(target, expected=registry.recipe(target).expected()
-                                          if target in registry.REGISTRY else None)
+    for _, sidecar in loaded:  # and every test set they need
         key = (registry.dataset_of(sidecar), bool(sidecar.get("binarized")))  # each model on its own test set
         if key not in test_sets:
             test_sets[key] = registry.test_images(key[1], key[0])
+    rows = []
+    for target, (model, sidecar) in zip(targets, loaded):
+        key = (registry.dataset_of(sidecar), bool(sidecar.get("binarized")))
         test_x = test_sets[key]
         iw_images = args.iw_images
         if iw_images is None:

@@ -26,7 +26,9 @@ MAX_K = 100_000  # importance samples: k = 1000 is the literature's; 100,000 alr
 
 def model_device(model: nn.Module) -> torch.device:
     """The device that holds the model's weights: every metric moves its tensors there."""
-    return next(model.parameters()).device
+    for tensor in [*model.parameters(), *model.buffers()][:1]:
+        return tensor.device
+    return torch.device("cpu")  # a model without weights (a test's stand-in) computes on the CPU
 
 
 @torch.no_grad()
