@@ -194,3 +194,16 @@ def test_export_web_checks_every_checkpoint_before_any_work(tmp_path, monkeypatc
     with pytest.raises(checkpoints.CheckpointError, match="convvae-l10-b4"):
         web.export(tmp_path / "site" / "models.js")
     assert not (tmp_path / "site").exists()
+
+
+# 5. a registry checkpoint is held to its recipe however its name is spelled
+@pytest.mark.parametrize("spelling", ["vae-l2-b0.json", "vae-l2-b0.safetensors", "{dir}/vae-l2-b0", "./vae-l2-b0"])
+def test_evaluate_refuses_a_swapped_model_by_any_spelling(tmp_path, monkeypatch, spelling, capsys):
+    import shutil
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(REPO / "checkpoints" / f"vae-l2-b4{suffix}", tmp_path / f"vae-l2-b0{suffix}")
+    monkeypatch.setattr(checkpoints, "CHECKPOINT_DIR", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(registry, "test_metrics", lambda *a, **k: pytest.fail("scored a swapped model"))
+    assert main(["evaluate", spelling.format(dir=tmp_path)]) == 2
+    assert "expected" in one_line_error(capsys)

@@ -107,6 +107,15 @@ def recipe(name: str) -> Recipe:
     return REGISTRY[name]
 
 
+def name_of(stem) -> str | None:
+    """The registry name whose shipped checkpoint `stem` names, however it is spelled (`vae-l2-b1`,
+    `vae-l2-b1.json`, `checkpoints/vae-l2-b1`), else None: such a checkpoint must be its recipe's."""
+    weights, _ = checkpoints.paths(stem)
+    name = weights.name.removesuffix(".safetensors")
+    shipped = checkpoints.paths(name)[0] if name in REGISTRY else None
+    return name if shipped is not None and weights.resolve() == shipped.resolve() else None
+
+
 def custom_recipe(kind: str = "vae", latent_dim: int = 2, beta: float = 1.0, epochs: int = 20, seed: int = 0,
                   batch_size: int = 128, lr: float = 1e-3, activation: str = "relu",
                   mixed_precision: bool | str = False) -> Recipe:
