@@ -207,3 +207,27 @@ def test_evaluate_refuses_a_swapped_model_by_any_spelling(tmp_path, monkeypatch,
     monkeypatch.setattr(registry, "test_metrics", lambda *a, **k: pytest.fail("scored a swapped model"))
     assert main(["evaluate", spelling.format(dir=tmp_path)]) == 2
     assert "expected" in one_line_error(capsys)
+
+
+# 12. a latent map or walk is bounded before it is built (steps^2 decoded digits)
+WALKS = {
+    "plane_grid": lambda steps: plots.plane_grid(steps=steps),
+    "latent_grid": lambda steps: models.latent_grid(steps=steps),
+    "decode_latent_grid": lambda steps: plots.decode_latent_grid(tiny_vae(), steps=steps),
+    "traversals": lambda steps: plots.traversals(tiny_vae(), steps=steps),
+    "show_latent_walk": lambda steps: plots.show_latent_walk(tiny_vae(), steps=steps),
+    "interpolate": lambda steps: plots.interpolate(tiny_vae(), x4[0], x4[1], steps=steps * 100),
+}
+
+
+@pytest.mark.parametrize("walk", WALKS)
+def test_a_huge_latent_walk_is_refused_first(walk):
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match="steps must be an integer <="):
+        WALKS[walk](10**6)
+    assert time.perf_counter() - start < 2
+
+
+def test_a_walk_from_high_to_low_is_refused():
+    with pytest.raises(ValueError, match="low must be below high"):
+        plots.plane_grid(3.0, -3.0)

@@ -78,6 +78,20 @@ def check_latent_dim(latent_dim) -> int:
     return check_positive_int("latent_dim", latent_dim, maximum=MAX_LATENT_DIM)
 
 
+MAX_WALK_STEPS = 201  # points per axis of a latent map or walk: 201 x 201 decoded digits take 127 MB
+
+
+def check_walk(low, high, steps, minimum: int = 2) -> tuple[float, float, int]:
+    """A latent walk or map over [low, high] in `steps` points: finite numbers low < high, and
+    minimum <= steps <= MAX_WALK_STEPS (a map decodes steps^2 digits: it is bounded before it is built)."""
+    for name, value in (("low", low), ("high", high)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {_shown(value)}")
+    if not low < high:
+        raise ValueError(f"low must be below high, got low={low:g}, high={high:g}: e.g. low=-3, high=3")
+    return float(low), float(high), check_positive_int("steps", steps, minimum=minimum, maximum=MAX_WALK_STEPS)
+
+
 def check_images(name: str, x) -> torch.Tensor:
     """Images `x`: a float32 tensor (N, 784) with pixels in [0, 1]; anything else is refused with the fix."""
     if not isinstance(x, torch.Tensor):
