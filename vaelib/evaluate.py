@@ -25,10 +25,14 @@ MAX_K = 100_000  # importance samples: k = 1000 is the literature's; 100,000 alr
 
 
 def model_device(model: nn.Module) -> torch.device:
-    """The device that holds the model's weights: every metric moves its tensors there."""
-    for tensor in [*model.parameters(), *model.buffers()][:1]:
-        return tensor.device
-    return torch.device("cpu")  # a model without weights (a test's stand-in) computes on the CPU
+    """The device that holds the model's weights: every metric moves its tensors there.
+
+    A stand-in with no weights of its own (chapter 11 wraps a conditional decoder told one digit as an
+    object with only `decode`) is taken to be on the CPU.
+    """
+    parameters = getattr(model, "parameters", None)
+    first = next(parameters(), None) if callable(parameters) else None
+    return first.device if first is not None else torch.device("cpu")
 
 
 @torch.no_grad()

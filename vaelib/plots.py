@@ -88,7 +88,7 @@ def plane_grid(low: float = -3.0, high: float = 3.0, steps: int = 21) -> torch.T
 @torch.no_grad()
 def decode_latent_grid(model, low: float = -3.0, high: float = 3.0, steps: int = 21) -> torch.Tensor:
     """Decode the points of `plane_grid`, row by row from the top: z1 across, z2 up.  -> (steps^2, 784)"""
-    check_model("model", model), check_walk(low, high, steps, minimum=1)
+    check_walk(low, high, steps, minimum=1)  # any object with decode(), such as chapter 11's one-digit decoder
     return model.decode(plane_grid(low, high, steps).to(model_device(model))).cpu()
 
 
@@ -115,7 +115,7 @@ def traversals(model, low: float = -3.0, high: float = 3.0, steps: int = 21, bas
 
     Returns (L * steps, 784): row u holds the walk along z_u.
     """
-    check_model("model", model), check_walk(low, high, steps)
+    check_walk(low, high, steps)
     latent_dim = model.latent_dim
     base = torch.zeros(latent_dim) if base is None else base.detach().cpu()
     values = torch.linspace(low, high, steps)
@@ -127,7 +127,7 @@ def traversals(model, low: float = -3.0, high: float = 3.0, steps: int = 21, bas
 
 def show_traversals(model, low: float = -3.0, high: float = 3.0, steps: int = 21, ax=None,
                     title: str | None = None):
-    check_model("model", model), check_walk(low, high, steps)
+    check_walk(low, high, steps)
     ax = _axes(ax, figsize=(10, 0.5 * model.latent_dim + 0.5))
     grid = image_grid(traversals(model, low, high, steps), nrow=steps, padding=1, pad_value=0.3)
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
