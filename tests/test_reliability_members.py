@@ -2,7 +2,9 @@
 
 Each test names its class by the issue's number, and fails on the code before its fix.
 """
+import http.server
 import json
+import threading
 import subprocess
 import sys
 import time
@@ -10,7 +12,7 @@ import time
 import pytest
 import torch
 
-from vaelib import checkpoints, evaluate, grid, inference, judge, losses, models, plots, registry, study, sweep, web
+from vaelib import checkpoints, data, evaluate, grid, inference, judge, losses, models, plots, registry, study, sweep, web
 from vaelib.__main__ import main
 from tests.conftest import REPO
 from tests.test_reliability import CONFIG, one_line_error, snapshot, tiny_notebook, tiny_vae
@@ -231,3 +233,35 @@ def test_a_huge_latent_walk_is_refused_first(walk):
 def test_a_walk_from_high_to_low_is_refused():
     with pytest.raises(ValueError, match="low must be below high"):
         plots.plane_grid(3.0, -3.0)
+
+
+# 14. a mirror that sends a byte now and then is a failed download (exit 1), not a download that never ends
+class Drip(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "5000")
+        self.end_headers()
+        try:
+            for _ in range(5000):
+                self.wfile.write(b"\x1f")
+                self.wfile.flush()
+                time.sleep(0.05)
+        except OSError:
+            pass
+
+
+def test_a_dripping_mirror_is_a_failed_download(tmp_path, monkeypatch, capsys):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setattr(data, "TOTAL_TIMEOUTS", 4, raising=False)  # with timeout=0.5: the whole reply within 2 s
+        start = time.perf_counter()
+        with pytest.raises(data.DownloadError, match="took more than 2 s"):
+            data.download("mnist", tmp_path, mirrors=(f"http://127.0.0.1:{server.server_address[1]}/",), timeout=0.5)
+        assert time.perf_counter() - start < 10
+        assert not list((tmp_path / "MNIST" / "raw").iterdir())
+    finally:
+        server.shutdown()
