@@ -265,3 +265,29 @@ def test_a_dripping_mirror_is_a_failed_download(tmp_path, monkeypatch, capsys):
         assert not list((tmp_path / "MNIST" / "raw").iterdir())
     finally:
         server.shutdown()
+
+
+# 16. the scalar settings of the losses, the grid, the ELBO and the plots: one clear ValueError, not torch's error
+SETTINGS = {
+    "posterior_sums(margin='x')": lambda: grid.posterior_sums(tiny_vae(), x4, margin="x"),
+    "posterior_sums(means='no')": lambda: grid.posterior_sums(tiny_vae(), x4, means="no"),
+    "posterior_sums(sample_seed=2.5)": lambda: grid.posterior_sums(tiny_vae(), x4, sample_seed=2.5),
+    "complete_on_grid(seed='x')": lambda: inference.complete_on_grid(tiny_vae(), x4, top_half, seed="x"),
+    "elbo(logvar=1)": lambda: evaluate.elbo(tiny_vae(), x4, logvar=1),
+    "elbo(visible=[1])": lambda: evaluate.elbo(tiny_vae(), x4, visible=[1]),
+    "bce(eps=None)": lambda: losses.bce(x4, x4, eps=None),
+    "bits_per_dim(dims='x')": lambda: losses.bits_per_dim(100.0, dims="x"),
+    "log_likelihood_per_image(visible=1)": lambda: losses.log_likelihood_per_image(x4, x4, visible=1),
+    "vae_loss(beta=None)": lambda: losses.vae_loss(x4, x4, torch.zeros(4, 2), torch.zeros(4, 2), beta=None),
+    "vae_loss(free_bits='x')": lambda: losses.vae_loss(x4, x4, torch.zeros(4, 2), torch.zeros(4, 2), free_bits="x"),
+    "show_images(nrow=None)": lambda: plots.show_images(x4, nrow=None),
+    "show_images(padding='x')": lambda: plots.show_images(x4, padding="x"),
+    "default_jobs(cores='x')": lambda: study.default_jobs(cores="x"),
+}
+
+
+@pytest.mark.parametrize("call", SETTINGS)
+def test_a_wrong_setting_is_one_value_error(call):
+    with pytest.raises(ValueError) as error:
+        SETTINGS[call]()
+    assert "\n" not in str(error.value)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from . import grid, losses, models
 from .checks import (check_beta, check_choice, check_flag, check_images, check_labels, check_model, check_number,
-                     check_optional_int, check_positive_int, check_seed)
+                     check_optional_int, check_positive_int, check_seed, check_visible)
 from .device import autocast
 
 
@@ -167,7 +167,8 @@ def elbo(model: nn.Module, x: torch.Tensor, mu: torch.Tensor | None = None, logv
     Introduced in: 09_loss
     """
     check_model("model", model), check_images("x", x), check_positive_int("samples", samples), check_seed(seed)
-    check_beta(beta), check_posterior(None if mu is None else (mu, logvar), len(x))
+    check_beta(beta), check_posterior(None if mu is None and logvar is None else (mu, logvar), len(x))
+    visible = None if visible is None else check_visible(visible, len(x))
     labels = conditions(model, labels, len(x))
     device = model_device(model)
     x, mu, logvar = (None if t is None else t.to(device) for t in (x, mu, logvar))

@@ -84,7 +84,7 @@ def complete_on_grid(model: nn.Module, x: torch.Tensor, visible: torch.Tensor, s
     visible pixels kept), "log_p_hidden" (N,), log p(x_hidden | x_visible) = log p(x) - log p(x_visible),
     both summed on the grid, and "mean_z", "sample_z" (N, 2). Introduced in: 08_beyond
     """
-    check_model("model", model), check_images("x", x)
+    check_model("model", model), check_images("x", x), check_seed(seed)
     visible = check_visible(visible, len(x))
     seen = grid.posterior_sums(model, x, visible=visible.float(), step=step, means=True, sample_seed=seed)
     whole = grid.posterior_sums(model, x, step=step)

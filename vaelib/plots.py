@@ -37,6 +37,7 @@ def _axes(ax, figsize=(6, 6)):
 
 def show_images(images: torch.Tensor, nrow: int = 10, ax=None, title: str | None = None, padding: int = 2):
     """Draw a grid of digits (N, 784), white on black. Introduced in: 01_data"""
+    check_positive_int("nrow", nrow), check_positive_int("padding", padding, minimum=0, maximum=100)
     ax = _axes(ax)
     ax.imshow(image_grid(images, nrow, padding, pad_value=0.5), cmap="gray", vmin=0, vmax=1)
     ax.set_axis_off()

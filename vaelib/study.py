@@ -72,6 +72,7 @@ def parse_seeds(text: str) -> list[int]:
 
 def default_jobs(cores: int | None = None) -> int:
     """One process per two cores (each with two torch threads): 1 on a 2-core machine."""
+    checks.check_optional_int("cores", cores)
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores // 2)
