@@ -131,8 +131,8 @@ def cmd_train(args) -> None:
         existing = [path for path in checkpoints.paths(out) if path.exists() or path.is_symlink()]
         if existing and not args.overwrite:  # checked before anything is touched, and again by the save itself
             raise ValueError(f"{existing[0]} already exists: choose another --out, or add --overwrite to replace it")
-        checks.check_replaceable_checkpoint(*checkpoints.paths(out), args.overwrite)  # only a checkpoint of ours
         files.check_writable_folder(weights.parent, "--out")
+        checks.check_replaceable_checkpoint(*checkpoints.paths(out), args.overwrite)  # only a checkpoint of ours
         model, history, metrics = registry.train_recipe(spec, device=args.device, progress=True)
         path = registry.save_trained(out, spec, model, history, metrics, overwrite=args.overwrite)
         print(f"saved {path}: {json.dumps(metrics)}")

@@ -127,5 +127,6 @@ def bits_per_dim(nats_per_image, dims: int = 784):
     whole image by its number of pixels makes models of images of different sizes comparable (the
     literature's "bits/dim"). Introduced in: 09_loss
     """
-    check_positive_int("dims", dims)
+    if isinstance(dims, bool) or not isinstance(dims, int) or dims <= 0:
+        raise ValueError(f"dims must be a positive number of pixels, got {dims!r:.40}")
     return nats_per_image / (dims * math.log(2))
