@@ -132,6 +132,7 @@ def cmd_train(args) -> None:
         if existing and not args.overwrite:  # checked before anything is touched, and again by the save itself
             raise ValueError(f"{existing[0]} already exists: choose another --out, or add --overwrite to replace it")
         files.check_writable_folder(weights.parent, "--out")
+        checks.check_replaceable_checkpoint(*checkpoints.paths(out), args.overwrite)  # only a checkpoint of ours
         model, history, metrics = registry.train_recipe(spec, device=args.device, progress=True)
         path = registry.save_trained(out, spec, model, history, metrics, overwrite=args.overwrite)
         print(f"saved {path}: {json.dumps(metrics)}")
@@ -168,19 +169,22 @@ def cmd_evaluate(args) -> None:
     if args.save:  # the sidecars must be writable before minutes of scoring
         for target in targets:
             files.check_writable_folder(checkpoints.paths(target)[1].parent, "--save")
+    names = [registry.name_of(target) for target in targets]  # a registry checkpoint, however it is spelled
+    loaded = [checkpoints.load(target, expected=registry.recipe(name).expected() if name else None)
+              for target, name in zip(targets, names)]  # every target, before any scoring
     test_sets = {}  # (dataset, binarized) -> the test images, each loaded once however many targets use it
     test_labels = {}  # dataset -> its test labels (N,), loaded once, for the conditional models only
-    rows = []
-    for target in targets:
-        model, sidecar = checkpoints.load(target, expected=registry.recipe(target).expected()
-                                          if target in registry.REGISTRY else None)
+    for _, sidecar in loaded:  # and every test set they need
         key = (registry.dataset_of(sidecar), bool(sidecar.get("binarized")))  # each model on its own test set
         if key not in test_sets:
             test_sets[key] = registry.test_images(key[1], key[0])
+    rows = []
+    for target, name, (model, sidecar) in zip(targets, names, loaded):
+        key = (registry.dataset_of(sidecar), bool(sidecar.get("binarized")))
         test_x = test_sets[key]
         iw_images = args.iw_images
         if iw_images is None:
-            iw_images = registry.REGISTRY[target].iw_images if target in registry.REGISTRY else len(test_x)
+            iw_images = registry.REGISTRY[name].iw_images if name else len(test_x)
         labels = None
         if models.is_conditional(model):  # a cvae reads the digit beside each image
             if key[0] not in test_labels:

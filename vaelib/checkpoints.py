@@ -65,6 +65,7 @@ def paths(stem: str | os.PathLike) -> tuple[Path, Path]:
     return stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
 
 
+MAX_SIDECAR_BYTES = 16 * 2**20  # a sidecar takes kilobytes (73 kB with 200 epochs of history)
 MAX_HEADER = 1 << 20  # bytes of a safetensors header beyond the tensors' data: names, shapes, offsets
 
 
@@ -91,7 +92,8 @@ def finish_interrupted_save(stem: str | os.PathLike) -> None:
     """
     weights_path, sidecar_path = paths(stem)
     try:
-        sidecar = check_sidecar(json.loads(sidecar_path.read_bytes()), sidecar_path)
+        sidecar = check_sidecar(json.loads(files.read_bounded(sidecar_path, MAX_SIDECAR_BYTES, "a sidecar")),
+                                sidecar_path)
         staged = weights_path.parent / sidecar["weights_file"]
         bound = max_weights_bytes(models.build(sidecar["kind"], sidecar["latent_dim"], sidecar["activation"],
                                                **sidecar.get("options", {})), sidecar["dtype"])
@@ -139,6 +141,8 @@ def save(stem: str | os.PathLike, model: nn.Module, config: dict, history: list 
         "metrics": metrics or {},
     }
     _check_loadable(sidecar, model, tensors)  # before the folder is touched
+    if overwrite:  # only a checkpoint that vaelib wrote is replaced, never a user's notes.json
+        checks.check_replaceable_checkpoint(weights_path, sidecar_path, overwrite)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     finish_interrupted_save(stem)
     if not overwrite and (weights_path.exists() or weights_path.is_symlink()):
@@ -213,12 +217,16 @@ def read_sidecar(stem: str | os.PathLike) -> dict:
         raise CheckpointError(f"no checkpoint sidecar at {sidecar_path}: train it with "
                               f"`python -m vaelib train {sidecar_path.stem}`")
     try:
-        sidecar = json.loads(sidecar_path.read_bytes())
+        payload = files.read_bounded(sidecar_path, MAX_SIDECAR_BYTES, "a sidecar")
+    except ValueError as error:  # gigabytes: damaged, and never read whole
+        raise CheckpointError(f"{error}; or retrain it") from None
+    except OSError as error:
+        raise CheckpointError(f"cannot read {sidecar_path} ({error.strerror}): check its permissions") from error
+    try:
+        sidecar = json.loads(payload)
     except (ValueError, UnicodeDecodeError, RecursionError) as error:  # ValueError: JSON, or a huge integer
         raise CheckpointError(f"{sidecar_path} is not valid JSON ({str(error)[:80]}): the sidecar is "
                               f"damaged; retrain it or restore it with git checkout") from error
-    except OSError as error:
-        raise CheckpointError(f"cannot read {sidecar_path} ({error.strerror}): check its permissions") from error
     return check_sidecar(sidecar, sidecar_path)
 
 
@@ -299,4 +307,4 @@ def _read(weights_path: Path, sidecar_path: Path, expected: dict) -> tuple[nn.Mo
 def seal(stem: str | os.PathLike) -> Path:
     """Record the SHA-256 of a sidecar written before vaelib checked it (only for a sidecar you trust)."""
     _, sidecar_path = paths(stem)
-    return write_sidecar(stem, json.loads(sidecar_path.read_text()))
+    return write_sidecar(stem, json.loads(files.read_bounded(sidecar_path, MAX_SIDECAR_BYTES, "a sidecar")))

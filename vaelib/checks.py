@@ -78,6 +78,20 @@ def check_latent_dim(latent_dim) -> int:
     return check_positive_int("latent_dim", latent_dim, maximum=MAX_LATENT_DIM)
 
 
+MAX_WALK_STEPS = 201  # points per axis of a latent map or walk: 201 x 201 decoded digits take 127 MB
+
+
+def check_walk(low, high, steps, minimum: int = 2) -> tuple[float, float, int]:
+    """A latent walk or map over [low, high] in `steps` points: finite numbers low < high, and
+    minimum <= steps <= MAX_WALK_STEPS (a map decodes steps^2 digits: it is bounded before it is built)."""
+    for name, value in (("low", low), ("high", high)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {_shown(value)}")
+    if not low < high:
+        raise ValueError(f"low must be below high, got low={low:g}, high={high:g}: e.g. low=-3, high=3")
+    return float(low), float(high), check_positive_int("steps", steps, minimum=minimum, maximum=MAX_WALK_STEPS)
+
+
 def check_images(name: str, x) -> torch.Tensor:
     """Images `x`: a float32 tensor (N, 784) with pixels in [0, 1]; anything else is refused with the fix."""
     if not isinstance(x, torch.Tensor):
@@ -101,6 +115,23 @@ def check_images(name: str, x) -> torch.Tensor:
         raise ValueError(f"{name} must hold pixels in [0, 1], got values from {low:g} to {high:g}: "
                          f"divide by 255 (or rescale) first")
     return x
+
+
+def check_visible(visible, count: int, per_image: bool = True) -> torch.Tensor:
+    """A mask of the pixels seen: a bool (or 0/1) tensor (784,), or (N, 784) with N = `count` where `per_image`.
+    Returned as bool. Introduced in: 08_beyond"""
+    shapes = [(784,), (count, 784)] if per_image else [(784,)]
+    if (not isinstance(visible, torch.Tensor) or visible.layout != torch.strided or visible.is_meta
+            or tuple(visible.shape) not in shapes or visible.is_complex()):
+        raise ValueError(f"visible must be a bool tensor {' or '.join(map(str, shapes))} marking the pixels seen, got "
+                         f"{type(visible).__name__} {tuple(getattr(visible, 'shape', ()))}: e.g. "
+                         f"visible = torch.arange(784) < 392 (the top half)")
+    if visible.dtype != torch.bool:
+        if not bool(((visible == 0) | (visible == 1)).all()):
+            raise ValueError("visible must hold only True/False (or 0 and 1), got other values: threshold it, "
+                             "e.g. visible = mask > 0.5")
+        visible = visible.bool()
+    return visible
 
 
 def check_labels(name: str, y, count: int, num_classes: int = 10) -> torch.Tensor:
@@ -198,6 +229,9 @@ def check_grid_size(sizes: list[int]) -> int:
     return runs
 
 
+MAX_NOTEBOOK_BYTES = 256 * 2**20  # a chapter with its figures takes a few MB
+
+
 def check_notebook(source) -> None:
     """A readable Jupyter notebook that nbformat validates, else ValueError (FileNotFoundError if none)."""
     from pathlib import Path
@@ -206,7 +240,13 @@ def check_notebook(source) -> None:
         raise FileNotFoundError(f"no notebook at {source}")
     try:
         import nbformat
-        notebook = nbformat.reads(source.read_text(), as_version=4)
+
+        from . import files
+        text = files.read_bounded(source, MAX_NOTEBOOK_BYTES, "a notebook")  # ValueError for gigabytes, unread
+    except OSError as error:
+        raise ValueError(f"cannot read {source} ({error.strerror or error}): check its permissions") from None
+    try:
+        notebook = nbformat.reads(text.decode(), as_version=4)
         nbformat.validate(notebook)
     except Exception as error:  # bad JSON, bad UTF-8, a notebook of the wrong shape (no metadata, ...)
         reason = " ".join(str(error).split())[:100]
@@ -220,6 +260,27 @@ def check_url(name: str, url) -> str:
     if not isinstance(url, str) or urlsplit(url).scheme.lower() not in ("http", "https") or not urlsplit(url).netloc:
         raise ValueError(f"{name} must be an http:// or https:// address, got {_shown(url)}")
     return url
+
+
+SIDECAR_START = b'{\n "kind": '  # how every sidecar that checkpoints.save (or judge.save) writes begins
+
+
+def check_replaceable_checkpoint(weights_path, sidecar_path, overwrite: bool) -> None:
+    """A checkpoint may be written at (weights_path, sidecar_path): nothing is there, or (with `overwrite`) a
+    pair that vaelib wrote: a sidecar that begins as ours, and weights only beside their sidecar. A user's
+    own `notes.json` or a lone `.safetensors` file is never replaced, even with --overwrite."""
+    sidecar_free = check_replaceable(sidecar_path, overwrite, SIDECAR_START, "the checkpoint")
+    weights_free = check_replaceable(weights_path, overwrite, None, "the checkpoint")
+    if sidecar_free and not weights_free:
+        raise ValueError(f"{weights_path} exists without its sidecar {sidecar_path.name}: it is not a checkpoint "
+                         f"that vaelib wrote, so it is never replaced, even with --overwrite; move it aside first")
+
+
+def check_size(path, size: int, max_bytes: int, what: str) -> None:
+    """A file of `size` bytes may be read whole as `what` only if it holds at most `max_bytes`."""
+    if size > max_bytes:
+        raise ValueError(f"{path} holds {size} bytes, more than the {max_bytes} that {what} can take: it is "
+                         f"damaged or not {what}; restore it (git checkout) or delete it")
 
 
 def check_replaceable(path, overwrite: bool, signature: bytes | None = None, what: str = "it") -> bool:

@@ -18,6 +18,7 @@ import http.client
 import io
 import os
 import stat
+import time
 import urllib.parse
 import urllib.request
 import zlib
@@ -278,6 +279,9 @@ def download(
     return folder
 
 
+TOTAL_TIMEOUTS = 10  # a whole reply may take this many times the timeout of one read (10 minutes by default)
+
+
 def max_reply(name: str) -> int:
     """The most bytes a mirror's reply for `name` may hold: the file itself, plus what gzip can add."""
     return min(MAX_DOWNLOAD, SIZES[name] + SIZES[name] // 100 + 65536)
@@ -298,7 +302,11 @@ _OPENER = urllib.request.build_opener(_WebOnlyRedirects)
 
 
 def _fetch(url: str, timeout: float, limit: int, max_bytes: int = MAX_DOWNLOAD) -> tuple[bytes, bytes]:
-    """(the gzip bytes, their decompressed bytes) from `url`; ValueError or OSError says what went wrong."""
+    """(the gzip bytes, their decompressed bytes) from `url`; ValueError or OSError says what went wrong.
+
+    `timeout` bounds each read, and TOTAL_TIMEOUTS of them the whole reply: a server that sends a byte now
+    and then never holds a download for ever."""
+    deadline = time.monotonic() + TOTAL_TIMEOUTS * timeout
     try:
         with _OPENER.open(url, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
@@ -306,9 +314,12 @@ def _fetch(url: str, timeout: float, limit: int, max_bytes: int = MAX_DOWNLOAD) 
                 raise ValueError(f"the reply would hold {length} bytes, more than the {max_bytes} that this "
                                  f"file can take: not a dataset file")
             chunks, total = [], 0
-            while total <= max_bytes and (chunk := response.read(min(1 << 20, max_bytes + 1 - total))):
+            while total <= max_bytes and (chunk := response.read1(min(1 << 20, max_bytes + 1 - total))):
                 chunks.append(chunk)
                 total += len(chunk)
+                if time.monotonic() > deadline:
+                    raise ValueError(f"the reply took more than {TOTAL_TIMEOUTS * timeout:g} s ({total} bytes so "
+                                     f"far): too slow a mirror")
             payload = b"".join(chunks)
     except http.client.IncompleteRead as error:
         raise ValueError(f"the reply ended after {len(error.partial)} bytes of the promised "

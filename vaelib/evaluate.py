@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from . import grid, losses, models
 from .checks import (check_beta, check_choice, check_flag, check_images, check_labels, check_model, check_number,
-                     check_optional_int, check_positive_int, check_seed)
+                     check_optional_int, check_positive_int, check_seed, check_visible)
 from .device import autocast
 
 
@@ -101,6 +101,12 @@ def effective_sample_size(model: nn.Module, x: torch.Tensor, k: int = 1000, seed
     about as loose as that one draw's. `proposal`: importance_weighted_bound's posterior, labels,
     sigma_scale, prior_share. Introduced in: 09_loss
     """
+    check_model("model", model), check_images("x", x), check_positive_int("k", k, maximum=MAX_K), check_seed(seed)
+    unknown = sorted(set(proposal) - {"posterior", "labels", "sigma_scale", "prior_share"})
+    if unknown:
+        raise ValueError(f"effective_sample_size has no setting {unknown[0]!r}: choose from posterior, labels, "
+                         f"sigma_scale, prior_share")
+    check_posterior(proposal.get("posterior"), len(x))
     sizes = [torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0))  # (b,)
              for log_w, _, _ in _log_weights(model, x, k, seed, **proposal)]
     return torch.cat(sizes).cpu()
@@ -161,7 +167,8 @@ def elbo(model: nn.Module, x: torch.Tensor, mu: torch.Tensor | None = None, logv
     Introduced in: 09_loss
     """
     check_model("model", model), check_images("x", x), check_positive_int("samples", samples), check_seed(seed)
-    check_beta(beta), check_posterior(None if mu is None else (mu, logvar), len(x))
+    check_beta(beta), check_posterior(None if mu is None and logvar is None else (mu, logvar), len(x))
+    visible = None if visible is None else check_visible(visible, len(x))
     labels = conditions(model, labels, len(x))
     device = model_device(model)
     x, mu, logvar = (None if t is None else t.to(device) for t in (x, mu, logvar))

@@ -14,6 +14,8 @@ import re
 import tempfile
 from pathlib import Path
 
+from . import checks
+
 TEMP_SUFFIXES = (".tmp", ".part")
 
 
@@ -166,6 +168,16 @@ def read_verified(path: Path, sha256: str, max_bytes: int) -> bytes | None:
     except FileNotFoundError:
         return None
     return b"".join(chunks) if digest.hexdigest() == sha256 else None
+
+
+def read_bounded(path: Path, max_bytes: int, what: str) -> bytes:
+    """The bytes of `path`, read whole only if it holds at most `max_bytes` (else ValueError, before the
+    read): a damaged file of gigabytes costs neither memory nor a full read. OSError if it cannot be read."""
+    with open(path, "rb") as handle:
+        checks.check_size(path, os.fstat(handle.fileno()).st_size, max_bytes, what)
+        payload = handle.read(max_bytes + 1)
+    checks.check_size(path, len(payload), max_bytes, what)  # it grew while being read
+    return payload
 
 
 def fingerprint(*paths: Path) -> tuple:

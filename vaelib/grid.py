@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import models
-from .checks import check_number, check_positive_int
+from .checks import check_flag, check_images, check_model, check_number, check_positive_int, check_seed, check_visible
 
 START_HALF_WIDTH = 4.0  # the prior's N(0, 1) puts 99.99 % of its mass within +-4 in each coordinate
 MAX_GROWTH = 6  # pushes of a failing side before giving up
@@ -138,9 +138,12 @@ def posterior_sums(model: nn.Module, x: torch.Tensor, visible: torch.Tensor | No
     E[sigmoid(logits(z)) | x_visible], and "mean_z" (N, 2); with `sample_seed`, "sample_z" (N, 2), one
     draw of z from the grid's posterior; and "box" (2, 2), the square the sums were taken over.
     """
+    check_model("model", model), check_images("x", x)
     check_two_dimensional(model)
     step = check_number("step", step, strict=True)
-    check_positive_int("chunk", chunk)
+    visible = None if visible is None else check_visible(visible, len(x))
+    check_positive_int("chunk", chunk), check_number("margin", margin, strict=True), check_flag("means", means)
+    None if sample_seed is None else check_seed(sample_seed)
     model.eval()
     visible = torch.ones(1, 784) if visible is None else visible.reshape(-1, 784).float()
     if models.is_conditional(model):  # one plain model per digit, each summing its own images

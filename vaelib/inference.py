@@ -16,8 +16,13 @@ import torch
 from torch import nn
 
 from . import grid, losses
-from .checks import check_beta, check_images, check_learning_rate, check_model, check_positive_int, check_seed
+from .checks import (check_beta, check_images, check_learning_rate, check_model, check_number, check_positive_int,
+                     check_seed, check_visible)
 from .evaluate import _elbo, _log_weights, model_device
+
+
+class FitDiverged(RuntimeError):
+    """A per-image fit of q (refine_posterior) reached NaN or infinite parameters."""
 
 
 def refine_posterior(model: nn.Module, x: torch.Tensor, steps: int = 300, lr: float = 0.01, samples: int = 8,
@@ -36,6 +41,7 @@ def refine_posterior(model: nn.Module, x: torch.Tensor, steps: int = 300, lr: fl
     """
     check_model("model", model), check_images("x", x), check_positive_int("steps", steps, minimum=0)
     check_learning_rate(lr), check_positive_int("samples", samples), check_seed(seed), check_beta(beta)
+    visible = None if visible is None else check_visible(visible, len(x))
     model.eval()
     device = model_device(model)
     x = x.to(device)
@@ -54,9 +60,13 @@ def refine_posterior(model: nn.Module, x: torch.Tensor, steps: int = 300, lr: fl
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+    except RuntimeError as error:  # an lr so large that Adam's step overflows
+        raise FitDiverged(f"refine_posterior diverged ({' '.join(str(error).split())[:80]}): lower lr (lr={lr})") from None
     finally:
         for p, flag in zip(model.parameters(), frozen):
             p.requires_grad_(flag)
+    if not (torch.isfinite(mu).all() and torch.isfinite(logvar).all()):  # after the last step too
+        raise FitDiverged(f"refine_posterior diverged: its (mu, logvar) became NaN or infinite; lower lr (lr={lr})")
     return mu.detach().cpu(), logvar.detach().cpu()
 
 
@@ -74,6 +84,8 @@ def complete_on_grid(model: nn.Module, x: torch.Tensor, visible: torch.Tensor, s
     visible pixels kept), "log_p_hidden" (N,), log p(x_hidden | x_visible) = log p(x) - log p(x_visible),
     both summed on the grid, and "mean_z", "sample_z" (N, 2). Introduced in: 08_beyond
     """
+    check_model("model", model), check_images("x", x), check_seed(seed)
+    visible = check_visible(visible, len(x))
     seen = grid.posterior_sums(model, x, visible=visible.float(), step=step, means=True, sample_seed=seed)
     whole = grid.posterior_sums(model, x, step=step)
     device = model_device(model)
@@ -94,7 +106,9 @@ def complete_by_sampling(model: nn.Module, x: torch.Tensor, visible: torch.Tenso
     weight, "log_p_hidden" ~ log sum_i w_i p(x_h | z_i) (an estimate, not a bound), "ess" (N,), the
     weights' effective sample size. Same keys as `complete_on_grid`. Introduced in: 08_beyond
     """
-    check_positive_int("k", k)
+    check_model("model", model), check_images("x", x), check_positive_int("k", k)
+    visible = check_visible(visible, len(x))
+    check_positive_int("steps", steps, minimum=0), check_seed(seed), check_number("sigma_scale", sigma_scale, strict=True)
     with torch.enable_grad():
         posterior = refine_posterior(model, x, steps=steps, lr=0.05, samples=4, seed=seed, visible=visible)
     hidden = 1.0 - visible.float()
@@ -124,8 +138,9 @@ def neighbour_completion(x: torch.Tensor, visible: torch.Tensor, train_x: torch.
     k = 1 is the nearest neighbour; a larger k averages several plausible completions (better mean
     squared error, blurrier digit). Squared pixel distance over the visible pixels. Introduced in: 08_beyond
     """
+    check_images("x", x), check_images("train_x", train_x), check_positive_int("batch_size", batch_size)
+    seen = check_visible(visible, len(x), per_image=False)
     check_positive_int("k", k, maximum=len(train_x))
-    seen = visible.bool()
     guesses = []
     for start in range(0, len(x), batch_size):
         distances = torch.cdist(x[start : start + batch_size][:, seen], train_x[:, seen])  # (b, T)
@@ -140,8 +155,12 @@ def choose_neighbours(train_x: torch.Tensor, visible: torch.Tensor, candidates=(
     are completed from the others, and the k with the lowest mean squared error on the hidden pixels
     wins. Returns {"k": best, "mse": {k: mse}}. Introduced in: 08_beyond
     """
+    check_images("train_x", train_x), check_positive_int("queries", queries, maximum=len(train_x) - 1)
+    hidden = ~check_visible(visible, len(train_x), per_image=False)
+    if (isinstance(candidates, (str, bytes)) or not isinstance(candidates, (list, tuple, range)) or not candidates
+            or not all(isinstance(k, int) and not isinstance(k, bool) for k in candidates)):
+        raise ValueError(f"candidates must be a list of integers k >= 1, got {candidates!r:.60}")
     pool, held = train_x[:-queries], train_x[-queries:]
-    hidden = ~visible.bool()
     scores = {k: ((neighbour_completion(held, visible, pool, k) - held)[:, hidden] ** 2).mean().item()
               for k in candidates}
     return {"k": min(scores, key=scores.get), "mse": scores}
@@ -153,9 +172,9 @@ def complete_by_loop(model: nn.Module, x: torch.Tensor, visible: torch.Tensor, i
     back, `iterations` times. It infers nothing: the encoder was trained on whole digits and is handed a
     half-grey one. Kept as the baseline that inference beats (chapter 8).  (N, 784) -> (N, 784)
     """
-    check_positive_int("iterations", iterations)
+    check_model("model", model), check_images("x", x), check_positive_int("iterations", iterations)
     device = model_device(model)
-    seen = visible.bool().to(device)
+    seen = check_visible(visible, len(x)).to(device)
     x = x.to(device)
     filled = torch.where(seen, x, torch.full_like(x, 0.5))
     for _ in range(iterations):

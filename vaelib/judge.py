@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import safetensors.torch
 import torch
@@ -72,6 +75,9 @@ def _shift(x: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Ten
 
 def train_judge(recipe: JudgeRecipe = JudgeRecipe(), progress: bool = True) -> tuple[DigitClassifier, list]:
     """Train the classifier on the 60,000 training images; returns (model, history)."""
+    if not isinstance(recipe, JudgeRecipe):
+        raise ValueError(f"recipe must be a judge.JudgeRecipe, got {type(recipe).__name__}")
+    checks.check_flag("progress", progress)
     train_x, train_y = data.load_mnist("train")
     torch.manual_seed(recipe.seed)
     model = DigitClassifier(recipe.width)
@@ -92,6 +98,10 @@ def train_judge(recipe: JudgeRecipe = JudgeRecipe(), progress: bool = True) -> t
             schedule.step()
             total += loss.item() * len(x)
             correct += (logits.argmax(1) == y).sum().item()
+        if not math.isfinite(total):  # checked at each epoch's end, so also after the last step
+            from .train import TrainingDiverged
+            raise TrainingDiverged(f"the judge's loss became {total} in epoch {epoch}: training diverged; lower "
+                                   f"its lr ({recipe.lr})")
         history.append({"epoch": epoch, "seconds": time.perf_counter() - start,
                         "train_loss": total / len(train_x), "train_accuracy": correct / len(train_x)})
         if progress:
@@ -122,30 +132,58 @@ def save(model: nn.Module, recipe: JudgeRecipe, history: list, metrics: dict, di
     sidecar = {"kind": "judge", **asdict(recipe), "data_sha256": data.DATASETS["mnist"].sha256,
                "vaelib_version": __version__, "dtype": "float16", "weights_file": weights_path.name,
                "weights_sha256": hashlib.sha256(payload).hexdigest(), "history": history, "metrics": metrics}
-    sidecar["recipe_sha256"] = recipe_sha256(sidecar)
-    files.atomic_write_bytes(weights_path, payload)
-    files.atomic_write_bytes(sidecar_path, (json.dumps(sidecar, indent=1) + "\n").encode())
+    encode = lambda record: (json.dumps({**record, "recipe_sha256": recipe_sha256(record)}, indent=1) + "\n").encode()  # noqa: E731
+    staged = files.write_temporary(weights_path, payload)  # as checkpoints.save: a reader sees the old pair or the new
+    try:
+        files.atomic_write_bytes(sidecar_path, encode({**sidecar, "weights_file": staged.name}))  # the commit
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    os.replace(staged, weights_path)
+    files.atomic_write_bytes(sidecar_path, encode(sidecar))
     return weights_path
 
 
 MAX_WEIGHTS_BYTES = 64 * 2**20  # the judge's float16 weights take well under 1 MB
+MAX_SIDECAR_BYTES = 16 * 2**20  # its sidecar, under 2 kB
 
 
 def load(directory=None) -> DigitClassifier:
     """The shipped judge, after checking its weights' and its sidecar's SHA-256; `model.record` is the sidecar."""
     weights_path, sidecar_path = _paths(directory)
+    deadline = time.monotonic() + 10
+    while True:  # a save that runs meanwhile may pair an old sidecar with new weights: read both again
+        before = files.fingerprint(sidecar_path, weights_path)
+        try:
+            return _read(weights_path, sidecar_path)
+        except CheckpointError:
+            if files.fingerprint(sidecar_path, weights_path) == before or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def _read(weights_path, sidecar_path) -> DigitClassifier:
+    """One attempt of `load`."""
     try:
-        sidecar = json.loads(sidecar_path.read_text())
-        weights_path.stat()
+        sidecar = json.loads(files.read_bounded(sidecar_path, MAX_SIDECAR_BYTES, "the judge's sidecar"))
     except (OSError, ValueError, RecursionError) as error:
         raise CheckpointError(f"cannot read the judge's checkpoint ({error}): train it again with "
                               f"`python -c 'from vaelib import judge; judge.load_or_train(retrain=True)'`") from error
     if not isinstance(sidecar, dict) or sidecar.get("recipe_sha256") != recipe_sha256(sidecar):
         raise CheckpointError(f"{sidecar_path} was edited after it was saved: restore it with git checkout")
-    try:
-        payload = files.read_verified(weights_path, str(sidecar.get("weights_sha256")), MAX_WEIGHTS_BYTES)  # size first
-    except OSError as error:
-        raise CheckpointError(f"cannot read {weights_path} ({error.strerror or error}): check its permissions") from None
+    named = sidecar.get("weights_file")  # a save killed after its commit: the staged file it names
+    candidates = [weights_path.parent / named] if isinstance(named, str) and named == Path(named).name != "" else []
+    if not any(path.is_file() for path in [*candidates, weights_path]):
+        raise CheckpointError(f"cannot read the judge's checkpoint (no weights at {weights_path}): train it again "
+                              f"with `python -c 'from vaelib import judge; judge.load_or_train(retrain=True)'`")
+    payload = None
+    for path in dict.fromkeys([*candidates, weights_path]):
+        try:
+            payload = files.read_verified(path, str(sidecar.get("weights_sha256")), MAX_WEIGHTS_BYTES)  # size first
+        except OSError as error:
+            raise CheckpointError(f"cannot read {path} ({error.strerror or error}): check its permissions") from None
+        if payload is not None:
+            break
     if payload is None:
         raise CheckpointError(f"{weights_path} is damaged or was replaced: restore it with git checkout")
     try:
@@ -175,7 +213,7 @@ def load_or_train(retrain: bool = False, directory=None, progress: bool = True) 
 
     Introduced in: 03_vae
     """
-    checks.check_flag("retrain", retrain)
+    checks.check_flag("retrain", retrain), checks.check_flag("progress", progress)
     weights_path, sidecar_path = _paths(directory)
     if not retrain and (weights_path.exists() or sidecar_path.exists()):
         return load(directory)

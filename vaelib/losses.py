@@ -11,7 +11,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from .checks import check_beta  # noqa: F401  (its home is checks.py)
+from .checks import check_beta, check_free_bits, check_images, check_number, check_positive_int  # noqa: F401  (their home is checks.py)
 
 EPS = 1e-10  # the original's guard against log(0)
 
@@ -28,6 +28,7 @@ def bce(x_hat: torch.Tensor, x: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     x_hat, x: (B, 784) in [0, 1] -> a scalar. The brackets in `eps + (1 - x_hat)` matter: in float32,
     (eps + 1) rounds to exactly 1, and the guard would vanish for x_hat = 1.
     """
+    check_number("eps", eps)
     return -torch.sum(x * torch.log(eps + x_hat) + (1 - x) * torch.log(eps + (1 - x_hat)))
 
 
@@ -43,6 +44,8 @@ def log_likelihood_per_image(logits: torch.Tensor, x: torch.Tensor, visible: tor
     `visible` (784,) or (N, 784), 1 for a pixel that is seen: only those count (chapter 8's half digits).
     Introduced in: 04_beta (the importance-weighted bound), 09_loss (`train.elbo`)
     """
+    if visible is not None and not isinstance(visible, torch.Tensor):
+        raise ValueError(f"visible must be None or a tensor (784,) or (N, 784) of the pixels seen, got {type(visible).__name__}")
     per_pixel = F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")
     return -(per_pixel if visible is None else per_pixel * visible.to(per_pixel)).sum(-1)
 
@@ -93,6 +96,7 @@ def vae_loss(logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: to
     beta = 0 trains a VAE as a plain autoencoder with a noisy code. With `free_bits` > 0 the total
     (the objective) uses `free_bits_kl`; the `kl` part stays the plain KL.
     """
+    check_beta(beta), check_free_bits(free_bits)  # plain numbers: no cost in the training loop
     reconstruction = bce_with_logits(logits.float(), x)
     if logvar is None:
         kl = logits.new_zeros(())
@@ -111,7 +115,7 @@ def binary_entropy_floor(x: torch.Tensor) -> torch.Tensor:
     test set is the floor to read a BCE against (chapters 3 and 4).
     Introduced in: 03_vae
     """
-    x = x.flatten(1).double()
+    x = check_images("x", x.flatten(1) if isinstance(x, torch.Tensor) and x.ndim > 2 else x).double()
     entropy = -(torch.special.xlogy(x, x) + torch.special.xlogy(1 - x, 1 - x))  # (B, 784), 0 at 0 and 1
     return entropy.sum(dim=1).float()
 
@@ -123,6 +127,6 @@ def bits_per_dim(nats_per_image, dims: int = 784):
     whole image by its number of pixels makes models of images of different sizes comparable (the
     literature's "bits/dim"). Introduced in: 09_loss
     """
-    if dims <= 0:
-        raise ValueError(f"dims must be a positive number of pixels, got {dims}")
+    if isinstance(dims, bool) or not isinstance(dims, int) or dims <= 0:
+        raise ValueError(f"dims must be a positive number of pixels, got {dims!r:.40}")
     return nats_per_image / (dims * math.log(2))

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import MAX_HIDDEN_LAYERS, MAX_LATENT_DIM, check_choice, check_flag, check_latent_dim, check_positive_int  # noqa: F401  (check_latent_dim: its home is checks.py)
+from .checks import MAX_HIDDEN_LAYERS, MAX_LATENT_DIM, check_choice, check_flag, check_latent_dim, check_positive_int, check_walk  # noqa: F401  (check_latent_dim: its home is checks.py)
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 
@@ -365,6 +365,7 @@ def count_parameters(model: nn.Module) -> int:
 
 def latent_grid(low: float = -3.0, high: float = 3.0, steps: int = 21) -> torch.Tensor:
     """The points of a steps x steps grid over [low, high]^2, rows z1 and columns z2.  -> (steps^2, 2)"""
+    low, high, steps = check_walk(low, high, steps, minimum=1)
     axis = torch.linspace(low, high, steps)
     z1, z2 = torch.meshgrid(axis, axis, indexing="ij")
     return torch.stack([z1.flatten(), z2.flatten()], dim=1)

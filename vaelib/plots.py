@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from matplotlib import pyplot as plt
 
+from .checks import check_images, check_model, check_positive_int, check_walk
 from .evaluate import model_device
 
 DIGIT_COLORS = plt.get_cmap("tab10")
@@ -37,6 +38,7 @@ def _axes(ax, figsize=(6, 6)):
 
 def show_images(images: torch.Tensor, nrow: int = 10, ax=None, title: str | None = None, padding: int = 2):
     """Draw a grid of digits (N, 784), white on black. Introduced in: 01_data"""
+    check_positive_int("nrow", nrow), check_positive_int("padding", padding, minimum=0, maximum=100)
     ax = _axes(ax)
     ax.imshow(image_grid(images, nrow, padding, pad_value=0.5), cmap="gray", vmin=0, vmax=1)
     ax.set_axis_off()
@@ -47,6 +49,7 @@ def show_images(images: torch.Tensor, nrow: int = 10, ax=None, title: str | None
 
 def show_reconstructions(model, x: torch.Tensor, ax=None, title: str | None = None):
     """Originals (top row) above their reconstructions decoded from the mean code (bottom row)."""
+    check_model("model", model), check_images("x", x)
     with torch.no_grad():
         code, _ = model.encode(x.to(model_device(model)))
         x_hat = model.decode(code).cpu()
@@ -78,6 +81,7 @@ def latent_scatter(mu: torch.Tensor, labels: torch.Tensor, ax=None, title: str |
 def plane_grid(low: float = -3.0, high: float = 3.0, steps: int = 21) -> torch.Tensor:
     """The steps x steps latent points of a map, in reading order: z1 across (left to right, low to
     high) and z2 up (the top row is z2 = high), the book's one convention.  -> (steps^2, 2)"""
+    low, high, steps = check_walk(low, high, steps, minimum=1)
     axis = torch.linspace(low, high, steps)
     z2, z1 = torch.meshgrid(axis.flip(0), axis, indexing="ij")  # row r: z2 = high - r * step
     return torch.stack([z1.flatten(), z2.flatten()], dim=1)
@@ -86,6 +90,7 @@ def plane_grid(low: float = -3.0, high: float = 3.0, steps: int = 21) -> torch.T
 @torch.no_grad()
 def decode_latent_grid(model, low: float = -3.0, high: float = 3.0, steps: int = 21) -> torch.Tensor:
     """Decode the points of `plane_grid`, row by row from the top: z1 across, z2 up.  -> (steps^2, 784)"""
+    check_walk(low, high, steps, minimum=1)  # any object with decode(), such as chapter 11's one-digit decoder
     return model.decode(plane_grid(low, high, steps).to(model_device(model))).cpu()
 
 
@@ -93,6 +98,7 @@ def show_latent_walk(model, low: float = -3.0, high: float = 3.0, steps: int = 2
                      title: str | None = None):
     """The decoded grid over [low, high]^2 (the original: 21 x 21 over [-3, 3]^2, step 0.3), drawn
     like `latent_scatter`: z1 across, z2 up, so the two can sit side by side."""
+    check_walk(low, high, steps)  # before a figure is made
     ax = _axes(ax, figsize=(8, 8))
     grid = image_grid(decode_latent_grid(model, low, high, steps), nrow=steps, padding=0)
     half = (high - low) / (steps - 1) / 2  # each digit is centred on its point
@@ -111,6 +117,7 @@ def traversals(model, low: float = -3.0, high: float = 3.0, steps: int = 21, bas
 
     Returns (L * steps, 784): row u holds the walk along z_u.
     """
+    check_walk(low, high, steps)
     latent_dim = model.latent_dim
     base = torch.zeros(latent_dim) if base is None else base.detach().cpu()
     values = torch.linspace(low, high, steps)
@@ -122,6 +129,7 @@ def traversals(model, low: float = -3.0, high: float = 3.0, steps: int = 21, bas
 
 def show_traversals(model, low: float = -3.0, high: float = 3.0, steps: int = 21, ax=None,
                     title: str | None = None):
+    check_walk(low, high, steps)
     ax = _axes(ax, figsize=(10, 0.5 * model.latent_dim + 0.5))
     grid = image_grid(traversals(model, low, high, steps), nrow=steps, padding=1, pad_value=0.3)
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
@@ -136,6 +144,13 @@ def show_traversals(model, low: float = -3.0, high: float = 3.0, steps: int = 21
 @torch.no_grad()
 def interpolate(model, x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
     """Blend two images (784,) in latent space and in pixel space.  -> two (steps, 784) tensors"""
+    check_model("model", model)
+    for name, image in (("x_a", x_a), ("x_b", x_b)):
+        if not isinstance(image, torch.Tensor) or image.shape != (784,):
+            raise ValueError(f"{name} must be one image, a tensor (784,), got {getattr(image, 'shape', type(image).__name__)}"
+                             f": pick it with x[i]")
+        check_images(name, image[None])
+    check_positive_int("steps", steps, minimum=2, maximum=10_000)  # (steps, 784) images of each path
     weights = torch.linspace(0, 1, steps).unsqueeze(1)  # (steps, 1)
     x_a, x_b = x_a.cpu(), x_b.cpu()
     mu, _ = model.encode(torch.stack([x_a, x_b]).to(model_device(model)))  # (2, L)

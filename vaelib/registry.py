@@ -108,6 +108,15 @@ def recipe(name: str) -> Recipe:
     return REGISTRY[name]
 
 
+def name_of(stem) -> str | None:
+    """The registry name whose shipped checkpoint `stem` names, however it is spelled (`vae-l2-b1`,
+    `vae-l2-b1.json`, `checkpoints/vae-l2-b1`), else None: such a checkpoint must be its recipe's."""
+    weights, _ = checkpoints.paths(stem)
+    name = weights.name.removesuffix(".safetensors")
+    shipped = checkpoints.paths(name)[0] if name in REGISTRY else None
+    return name if shipped is not None and weights.resolve() == shipped.resolve() else None
+
+
 def custom_recipe(kind: str = "vae", latent_dim: int = 2, beta: float = 1.0, epochs: int = 20, seed: int = 0,
                   batch_size: int = 128, lr: float = 1e-3, activation: str = "relu",
                   mixed_precision: bool | str = False) -> Recipe:
@@ -359,9 +368,15 @@ def save_trained(stem: str | Path, spec: Recipe, model: nn.Module, history: list
     config = {**spec.config(), "mixed_precision": spec.mixed_precision, "precision": trained_precision(history),
               "data_sha256": data.DATASETS[spec.dataset].sha256}
     try:
+        if overwrite:  # a file that vaelib did not write, put there while this model trained: kept
+            try:
+                checks.check_replaceable_checkpoint(*checkpoints.paths(stem), overwrite)
+            except ValueError as refusal:
+                raise FileExistsError(str(refusal)) from None
         return checkpoints.save(stem, model, config, history, metrics, overwrite=overwrite)
     except OSError as error:
         reason = (f"{checkpoints.paths(stem)[0]} appeared while this model trained" if isinstance(error, FileExistsError)
+                  and not overwrite else str(error) if isinstance(error, FileExistsError)
                   else f"could not save to {checkpoints.paths(stem)[0]} ({error.strerror or error})")
         for folder in (Path.cwd(), Path(tempfile.gettempdir())):
             kept = folder / f"{Path(stem).name}.rescued-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
@@ -381,5 +396,6 @@ def retrain_and_save(name: str, directory: Path | None = None, device=None, prog
     checks.check_flag("progress", progress)
     directory = None if directory is None else checks.check_path("directory", directory)
     directory = files.check_writable_folder(directory or checkpoints.CHECKPOINT_DIR, "the checkpoints")
+    checks.check_replaceable_checkpoint(*checkpoints.paths(directory / name), True)  # before training
     model, history, metrics = train_recipe(spec, device=device, progress=progress)
     return save_trained(directory / name, spec, model, history, metrics)

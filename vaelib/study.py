@@ -72,6 +72,7 @@ def parse_seeds(text: str) -> list[int]:
 
 def default_jobs(cores: int | None = None) -> int:
     """One process per two cores (each with two torch threads): 1 on a 2-core machine."""
+    checks.check_optional_int("cores", cores)
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores // 2)
@@ -127,6 +128,8 @@ def _run_seed(name, spec, stem, train_subset, iw_k, threads, train_fn=train_and_
     return row
 
 
+MAX_RECORD_BYTES = 4 * 2**20  # a seed's metrics file takes about 2 kB
+MAX_TABLE_BYTES = 64 * 2**20  # a study's table.csv: about 200 bytes a seed
 ROW_TYPES = {key: (str,) if key in TEXT else (int, type(None)) if key in INTS else (int, float, type(None))
              for key in COLUMNS} | {"seed": int}
 
@@ -136,14 +139,15 @@ def finished_records(folder: Path) -> list[dict]:
     records = []
     for path in folder.glob("seed-*-metrics.json"):
         try:
-            record = checks.check_record("the file", json.loads(path.read_text()),
+            record = checks.check_record("the file", json.loads(files.read_bounded(path, MAX_RECORD_BYTES,
+                                                                                   "a seed's metrics file")),
                                          {"row": dict, "config": dict, "metrics": dict})
             checks.check_record("its row", record["row"], {"recipe": str, "seed": int}, ROW_TYPES)
             if path.name != f"seed-{record['row']['seed']}-metrics.json":
                 raise ValueError(f"its row is seed {record['row']['seed']}'s")
             if not all(math.isfinite(value) for value in record["row"].values() if isinstance(value, float)):
                 raise ValueError("its row holds NaN or an infinite number")
-        except (OSError, ValueError, RecursionError) as error:
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError) as error:
             raise ValueError(f"{path} is damaged ({' '.join(str(error).split())[:120]}): delete it and run the "
                              f"study again to redo that seed") from None
         records.append(record)
@@ -192,8 +196,8 @@ def load_table(path: str | os.PathLike) -> list[dict]:
     path = path / "table.csv" if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"no study table at {path}: run `python -m vaelib study RECIPE --seeds 0-4` first")
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    text = files.read_bounded(path, MAX_TABLE_BYTES, "a study's table").decode("utf-8", errors="replace")
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
     return [{key: _value(key, value) for key, value in row.items()} for row in rows]
 
 

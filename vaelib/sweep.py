@@ -47,7 +47,7 @@ check_notebook = checks.check_notebook  # its home is checks.py
 
 def notebook_results(path: str | Path) -> dict:
     """The dict printed by the executed notebook's `results` cell."""
-    notebook = json.loads(Path(path).read_text())
+    notebook = json.loads(files.read_bounded(Path(path), checks.MAX_NOTEBOOK_BYTES, "a notebook"))
     for cell in notebook["cells"]:
         if "results" in cell.get("metadata", {}).get("tags", []):
             for output in cell.get("outputs", []):

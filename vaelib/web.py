@@ -125,11 +125,18 @@ def export(path: str | Path, overwrite: bool = False) -> Path:
     folder = path.parent / "weights"
     targets = {path: INDEX_START, **{folder / f"{name}.js": WEIGHTS_START
                                      for name in [*MAP_MODELS, *SLIDER_MODELS, "mnist-test"]}}
-    files.check_writable_folder(path.parent, "the exported file")  # before minutes of work
+    for parent in path.parents:  # a file where a folder must be: named as such, before anything is made
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise ValueError(f"{parent} is a file, not a folder: choose another place for the exported file")
+            break
     for target, signature in targets.items():
         checks.check_replaceable(target, overwrite, signature, "the exported files")
-    files.check_writable_folder(folder, "the exported weights")
+    for name in [*MAP_MODELS, *SLIDER_MODELS]:  # every checkpoint is valid and its recipe's, before any work
+        _load(name)
     test_x, test_y = data.load_mnist("test")
+    files.check_writable_folder(path.parent, "the exported file")  # before the minutes of work below
+    files.check_writable_folder(folder, "the exported weights")
     index = {"models": {}, "labels": _b64(test_y.numpy().astype(np.uint8)), "test_count": len(test_y)}
     weight_files = {}
     for name in MAP_MODELS:
