@@ -128,14 +128,49 @@ def traversals(model, low: float = -3.0, high: float = 3.0, steps: int = 21, bas
 
 
 def show_traversals(model, low: float = -3.0, high: float = 3.0, steps: int = 21, ax=None,
-                    title: str | None = None):
+                    title: str | None = None, base: torch.Tensor | None = None,
+                    row_labels: list[str] | None = None):
+    """`traversals` drawn as one row per coordinate; `row_labels` (one per coordinate) replace the names z1, z2, ...
+
+    Chapter 7 labels each row with the factor its coordinate shares the most information with.
+    Introduced in: 07_disentanglement
+    """
     check_walk(low, high, steps)
-    ax = _axes(ax, figsize=(10, 0.5 * model.latent_dim + 0.5))
-    grid = image_grid(traversals(model, low, high, steps), nrow=steps, padding=1, pad_value=0.3)
+    latent_dim = model.latent_dim
+    if row_labels is not None and len(row_labels) != latent_dim:
+        raise ValueError(f"row_labels needs one label per latent coordinate ({latent_dim}), got {len(row_labels)}")
+    ax = _axes(ax, figsize=(10, 0.5 * latent_dim + 0.5))
+    grid = image_grid(traversals(model, low, high, steps, base=base), nrow=steps, padding=1, pad_value=0.3)
     ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
-    ax.set_yticks([1 + 29 * u + 14 for u in range(model.latent_dim)],
-                  [f"z{u + 1}" for u in range(model.latent_dim)])
+    ax.set_yticks([1 + 29 * u + 14 for u in range(latent_dim)],
+                  row_labels if row_labels is not None else [f"z{u + 1}" for u in range(latent_dim)])
     ax.set_xticks([1 + 29 * i + 14 for i in (0, steps // 2, steps - 1)], [f"{low:g}", "0", f"{high:g}"])
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def show_information(information: torch.Tensor, factor_names: list[str], ax=None, title: str | None = None):
+    """A heat map of the unit-by-factor mutual information (D, K) in nats, each cell written in it.
+
+    Rows are the latent units z1 .. zD, columns the factors (`disentanglement.mutual_information`'s matrix).
+    A disentangled code lights one cell per row and per column. Introduced in: 07_disentanglement
+    """
+    values = information.detach().cpu().double().numpy()  # (D, K)
+    if values.ndim != 2 or values.shape[1] != len(factor_names):
+        raise ValueError(f"information must be (units, factors) with {len(factor_names)} factor columns, "
+                         f"got shape {values.shape}")
+    units, count = values.shape
+    ax = _axes(ax, figsize=(1.0 + 0.9 * count, 0.9 + 0.4 * units))
+    image = ax.imshow(values, cmap="viridis", vmin=0, aspect="auto")
+    top = values.max() if values.size else 1.0
+    for d in range(units):
+        for k in range(count):
+            ax.text(k, d, f"{values[d, k]:.2f}", ha="center", va="center", fontsize=8,
+                    color="black" if values[d, k] > 0.6 * top else "white")
+    ax.set_xticks(range(count), factor_names, rotation=30, ha="right")
+    ax.set_yticks(range(units), [f"z{d + 1}" for d in range(units)])
+    ax.figure.colorbar(image, ax=ax, label="mutual information (nats)")
     if title:
         ax.set_title(title)
     return ax
