@@ -147,3 +147,15 @@ def test_compare_refuses_one_seed_or_no_spread():
         study.compare(rows("a", [1.0]), rows("b", [2.0, 3.0]))
     with pytest.raises(ValueError, match="no spread"):
         study.compare(rows("a", [1.0, 1.0]), rows("b", [1.0, 1.0]))
+
+
+def test_a_conditional_vae_sums_each_digit_with_one_shared_mask():
+    """The per-digit path hands each digit's images on with the mask shared by all, shape (1, 784)."""
+    torch.manual_seed(0)
+    cvae = models.ConditionalVAE(latent_dim=2, hidden_dim=8).eval()
+    x, y = torch.rand(6, 784), torch.tensor([0, 1, 1, 2, 0, 3])
+    together = train.log_likelihood_grid(cvae, x, step=0.2, labels=y)  # (6,), a coarse grid: cheap
+    alone = torch.cat([train.log_likelihood_grid(cvae, x[i : i + 1], step=0.2, labels=y[i : i + 1]) for i in range(6)])
+    assert torch.allclose(together, alone, atol=1e-3)
+    top = torch.arange(784) < 392
+    assert grid.posterior_sums(cvae, x, visible=top, step=0.2, labels=y)["log_px"].shape == (6,)

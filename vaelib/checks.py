@@ -118,9 +118,9 @@ def check_images(name: str, x) -> torch.Tensor:
 
 
 def check_visible(visible, count: int, per_image: bool = True) -> torch.Tensor:
-    """A mask of the pixels seen: a bool (or 0/1) tensor (784,), or (N, 784) with N = `count` where `per_image`.
-    Returned as bool. Introduced in: 08_beyond"""
-    shapes = [(784,), (count, 784)] if per_image else [(784,)]
+    """A mask of the pixels seen: a bool (or 0/1) tensor (784,), or where `per_image` also (1, 784) (one mask for
+    every image, as the grid passes it on) or (N, 784) with N = `count`. Returned as bool. Introduced in: 08_beyond"""
+    shapes = [(784,), (1, 784), (count, 784)] if per_image else [(784,)]
     if (not isinstance(visible, torch.Tensor) or visible.layout != torch.strided or visible.is_meta
             or tuple(visible.shape) not in shapes or visible.is_complex()):
         raise ValueError(f"visible must be a bool tensor {' or '.join(map(str, shapes))} marking the pixels seen, got "
