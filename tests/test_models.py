@@ -224,7 +224,7 @@ def test_bad_latent_dim_is_refused(bad):
 
 
 def test_unknown_kind_and_activation_are_refused():
-    with pytest.raises(ValueError, match="choose one of.*conv_vae"):
+    with pytest.raises(ValueError, match="kind must be one of .*conv_vae.*got .gan."):
         models.build("gan")
     with pytest.raises(ValueError, match="unknown activation 'sigmoid'"):
         models.VAE(activation="sigmoid")
